@@ -1,0 +1,44 @@
+"""trio-realtime: a Trio client for the OpenAI / Azure OpenAI Realtime API that serializes
+responses — one active response at a time, nothing lost."""
+
+from ._config import SessionConfig as SessionConfig
+from ._endpoints import Endpoint as Endpoint
+from ._errors import ConnectionLost as ConnectionLost
+from ._errors import EventBufferOverflow as EventBufferOverflow
+from ._errors import QueueFull as QueueFull
+from ._errors import RealtimeError as RealtimeError
+from ._errors import ResponseRejected as ResponseRejected
+from ._errors import ResponseTimeout as ResponseTimeout
+from ._errors import SessionClosed as SessionClosed
+from ._gate import ResponseResult as ResponseResult
+from ._gate import TicketState as TicketState
+from ._session import RealtimeSession as RealtimeSession
+from ._session import SessionStatistics as SessionStatistics
+from ._session import open_session as open_session
+from ._stream import EventStream as EventStream
+from ._ticket import ResponseTicket as ResponseTicket
+from ._ticket import TicketTimings as TicketTimings
+from ._transport import Transport as Transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConnectionLost",
+    "Endpoint",
+    "EventBufferOverflow",
+    "EventStream",
+    "QueueFull",
+    "RealtimeError",
+    "RealtimeSession",
+    "ResponseRejected",
+    "ResponseResult",
+    "ResponseTicket",
+    "ResponseTimeout",
+    "SessionClosed",
+    "SessionConfig",
+    "SessionStatistics",
+    "TicketState",
+    "TicketTimings",
+    "Transport",
+    "open_session",
+]

@@ -1,0 +1,179 @@
+"""Server events: parsing frames, classifying events, and the lifecycle views the gate reads.
+
+Pure functions, no I/O. Both dialects are understood: beta (``response.text.*``,
+``response.audio.*``) and GA (``response.output_text.*``, ``response.output_audio.*``); the
+lifecycle events the gate cares about have the same names in both.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "CANCEL_NOT_ACTIVE",
+    "CONFLICT",
+    "METADATA_KEY",
+    "EventKind",
+    "MalformedFrame",
+    "ServerError",
+    "classify",
+    "parse_error",
+    "parse_frame",
+    "response_id_of",
+]
+
+Event = dict[str, Any]
+
+RESPONSE_CREATED = "response.created"
+RESPONSE_DONE = "response.done"
+#: Not in the API specification (cancellation arrives as ``response.done`` with status
+#: ``cancelled``), but named in one official guide and sent by some servers: an alias of done.
+RESPONSE_CANCELLED = "response.cancelled"
+ERROR = "error"
+
+CONFLICT = "conversation_already_has_active_response"
+CONFLICT_MESSAGE_PREFIX = "Conversation already has an active response"
+CANCEL_NOT_ACTIVE = "response_cancel_not_active"
+
+#: The ``response.metadata`` key under which each request carries its ``event_id``.
+METADATA_KEY = "trio_realtime_request"
+
+_RESPONSE_ID = re.compile(r"\bresp_[A-Za-z0-9_-]+")
+
+
+class MalformedFrame(ValueError):
+    """A frame that is not a JSON object with a string ``type``."""
+
+
+class EventKind(enum.Enum):
+    """What the session does with a server event."""
+
+    CREATED = "created"  #: ``response.created``
+    DONE = "done"  #: ``response.done`` or ``response.cancelled``
+    ERROR = "error"  #: ``error``
+    RESPONSE = "response"  #: any other event that names its response (deltas, items, parts)
+    OTHER = "other"  #: everything else: subscribers only
+
+
+_LIFECYCLE = {
+    RESPONSE_CREATED: EventKind.CREATED,
+    RESPONSE_DONE: EventKind.DONE,
+    RESPONSE_CANCELLED: EventKind.DONE,
+    ERROR: EventKind.ERROR,
+}
+
+
+def parse_frame(data: str | bytes) -> Event:
+    """Parse one WebSocket message into an event dict, or raise :class:`MalformedFrame`."""
+    if not isinstance(data, str):
+        raise MalformedFrame(f"binary frame of {len(data)} bytes")
+    try:
+        event = json.loads(data)
+    except ValueError as exc:
+        raise MalformedFrame(f"invalid JSON ({exc})") from None
+    if not isinstance(event, dict):
+        raise MalformedFrame(f"JSON {type(event).__name__}, not an object")
+    if not isinstance(event.get("type"), str):
+        raise MalformedFrame("event without a string 'type'")
+    return event
+
+
+def classify(event: Mapping[str, Any]) -> EventKind:
+    """Classify a parsed event (see :class:`EventKind`)."""
+    kind = _LIFECYCLE.get(event["type"])
+    if kind is not None:
+        return kind
+    if isinstance(event.get("response_id"), str):
+        return EventKind.RESPONSE
+    return EventKind.OTHER
+
+
+def response_object(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ``response`` object of a lifecycle event; an empty mapping when absent or invalid."""
+    response = event.get("response")
+    return response if isinstance(response, Mapping) else {}
+
+
+def response_id_of(event: Mapping[str, Any]) -> str | None:
+    """The id of the response an event belongs to, wherever the event carries it."""
+    rid = event.get("response_id")
+    if isinstance(rid, str):
+        return rid
+    rid = response_object(event).get("id")
+    return rid if isinstance(rid, str) else None
+
+
+def request_key_of(response: Mapping[str, Any]) -> str | None:
+    """The request ``event_id`` the library put in ``response.metadata``, if any."""
+    metadata = response.get("metadata")
+    if isinstance(metadata, Mapping):
+        key = metadata.get(METADATA_KEY)
+        if isinstance(key, str):
+            return key
+    return None
+
+
+def is_in_band(response: Mapping[str, Any]) -> bool:
+    """Whether a response writes to the default conversation (and so needs the slot).
+
+    Out-of-band responses carry ``conversation_id: null``. A response object without the key
+    (older servers) is taken as in-band: wrongly claiming the slot costs a short wait, wrongly
+    ignoring it costs a rejection.
+    """
+    return "conversation_id" not in response or response["conversation_id"] is not None
+
+
+def status_of(response: Mapping[str, Any], event_type: str) -> str:
+    """The final status of a response from its ``response.done`` (or ``response.cancelled``)."""
+    status = response.get("status")
+    if isinstance(status, str) and status != "in_progress":
+        return status
+    return "cancelled" if event_type == RESPONSE_CANCELLED else "completed"
+
+
+@attrs.frozen
+class ServerError:
+    """The parts of an ``error`` event the gate needs."""
+
+    code: str | None
+    message: str
+    #: The client ``event_id`` of the event that caused it, if the server echoed it.
+    client_event_id: str | None
+    param: str | None = None
+
+    @property
+    def is_conflict(self) -> bool:
+        """The one-active-response rejection, by code or (older servers) by message prefix."""
+        if self.code is not None:
+            return self.code == CONFLICT
+        return self.message.startswith(CONFLICT_MESSAGE_PREFIX)
+
+    @property
+    def blocking_response_id(self) -> str | None:
+        """For a conflict: the id of the response in the way (only the message names it)."""
+        match = _RESPONSE_ID.search(self.message)
+        return match.group(0) if match else None
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def parse_error(event: Mapping[str, Any]) -> ServerError:
+    """Read an ``error`` event; tolerant of missing or mistyped fields."""
+    error = event.get("error")
+    if not isinstance(error, Mapping):
+        error = {}
+    message = error.get("message")
+    return ServerError(
+        code=_str_or_none(error.get("code")),
+        message=message if isinstance(message, str) else "",
+        client_event_id=_str_or_none(error.get("event_id")),
+        param=_str_or_none(error.get("param")),
+    )

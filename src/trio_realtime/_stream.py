@@ -1,0 +1,83 @@
+"""A bounded, never-blocking event buffer: what subscribers and ticket iterators read.
+
+The producer (the reader or the dispatcher task) must never wait for a consumer: a slow
+application would otherwise stall the session and make live responses look stuck. Each stream
+buffers up to ``size`` events; a consumer that falls further behind is cut off, and its next
+read after the buffered events raises :class:`EventBufferOverflow`. Memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from ._errors import EventBufferOverflow, RealtimeError
+
+__all__ = ["EventStream"]
+
+Event = dict[str, Any]
+
+
+class EventStream:
+    """An async iterator of server events (dicts).
+
+    Iteration ends normally when the stream is finished; after an overflow, or when the
+    connection was lost, the buffered events are delivered first and then the error is raised.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._send, self._receive = trio.open_memory_channel[Event](size)
+        self._error: RealtimeError | None = None
+        self._finished = False
+
+    def push(self, event: Event) -> bool:
+        """Buffer one event; False once the stream is finished, cut off or abandoned."""
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self.finish(EventBufferOverflow("consumer fell too far behind; events were dropped"))
+            return False
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        return True
+
+    def finish(self, error: RealtimeError | None = None) -> None:
+        """No more events; the consumer sees ``error`` after the buffered ones. Idempotent."""
+        if not self._finished:
+            self._finished = True
+            self._error = error
+            self._send.close()
+
+    @property
+    def buffered(self) -> int:
+        """Events waiting to be read."""
+        return self._receive.statistics().current_buffer_used
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            if self._error is not None:
+                raise self._error from None
+            raise StopAsyncIteration from None
+
+    async def receive(self) -> Event:
+        """The next event. Raises ``trio.EndOfChannel`` when the stream ended normally."""
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            if self._error is not None:
+                raise self._error from None
+            raise
+
+    def close(self) -> None:
+        """Stop reading: the producer drops further events for this stream."""
+        self._receive.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()

@@ -1,0 +1,159 @@
+"""ResponseTicket: the application's handle on one requested response."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from ._gate import Request, ResponseResult, TicketState
+from ._stream import EventStream
+
+if TYPE_CHECKING:
+    from ._session import RealtimeSession
+
+__all__ = ["ResponseTicket", "TicketTimings"]
+
+Event = dict[str, Any]
+
+
+@attrs.frozen
+class TicketTimings:
+    """When a request moved, in ``trio.current_time()`` seconds; None where it has not yet."""
+
+    queued_at: float
+    sent_at: float | None
+    created_at: float | None
+    finished_at: float | None
+    #: How many times its ``response.create`` was sent (conflicts make it more than one).
+    attempts: int
+
+    @property
+    def queue_wait(self) -> float | None:
+        """Time from the request to its (last) ``response.create``."""
+        return None if self.sent_at is None else self.sent_at - self.queued_at
+
+
+class ResponseTicket:
+    """One requested response, from the queue to its ``response.done``.
+
+    Made by :meth:`RealtimeSession.request_response`; never constructed directly.
+    """
+
+    def __init__(self, session: RealtimeSession, request: Request) -> None:
+        self._session = session
+        self._request = request
+        self._created = trio.Event()
+        self._done = trio.Event()
+        self._streams: list[EventStream] = []
+        request.watcher = self
+
+    def __repr__(self) -> str:
+        return (
+            f"<ResponseTicket {self._request.event_id} {self.state.value}"
+            f" response_id={self.response_id!r}>"
+        )
+
+    @property
+    def state(self) -> TicketState:
+        return self._request.state
+
+    @property
+    def event_id(self) -> str:
+        """The ``event_id`` of its ``response.create`` (also in the response's metadata)."""
+        return self._request.event_id
+
+    @property
+    def response_id(self) -> str | None:
+        """The server's id for the response, once ``response.created`` arrived."""
+        return self._request.response_id
+
+    @property
+    def priority(self) -> int:
+        return self._request.priority
+
+    @property
+    def result(self) -> ResponseResult | None:
+        """How it ended, once it is ``DONE``."""
+        return self._request.result
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why it failed, once it is ``FAILED``."""
+        return self._request.error
+
+    @property
+    def timings(self) -> TicketTimings:
+        r = self._request
+        return TicketTimings(r.queued_at, r.sent_at, r.created_at, r.finished_at, r.attempts)
+
+    async def wait_created(self) -> str | None:
+        """Wait for ``response.created``; return the response id.
+
+        Returns None if the ticket was cancelled before the server created it. Raises what
+        the ticket failed with (``ResponseRejected``, ``ResponseTimeout``, ``ConnectionLost``,
+        ``SessionClosed``). Cancelling this wait is safe and leaves the request as it is.
+        """
+        await self._created.wait()
+        if self._request.error is not None:
+            raise self._request.error
+        return self._request.response_id
+
+    async def wait_done(self) -> ResponseResult:
+        """Wait for the response to end; return its result.
+
+        A ticket cancelled before it was sent gives status ``cancelled`` and ``response``
+        None. Raises what the ticket failed with. Cancelling this wait is safe.
+        """
+        await self._done.wait()
+        if self._request.error is not None:
+            raise self._request.error
+        assert self._request.result is not None
+        return self._request.result
+
+    def cancel_nowait(self) -> None:
+        """Ask for cancellation (see :meth:`cancel`) without waiting. Idempotent."""
+        self._session._cancel_request(self._request)
+
+    async def cancel(self) -> None:
+        """Cancel the response, and wait until the ticket is terminal.
+
+        Queued: it is dropped and never sent. Sent: it is cancelled by id when the server
+        creates it. Active: ``response.cancel`` is sent with its id. Idempotent; returns at
+        once when the ticket is already terminal or the session has closed.
+        """
+        self.cancel_nowait()
+        await self._done.wait()
+
+    def events(self) -> EventStream:
+        """An async iterator over this response's server events, from ``response.created``
+        to ``response.done``.
+
+        Only events that arrive after this call are seen, so call it right after
+        ``request_response``. The buffer holds ``SessionConfig.event_buffer`` events; a
+        reader that falls further behind gets ``EventBufferOverflow``. Iteration ends after
+        ``response.done``, or raises the ticket's error if it failed.
+        """
+        stream = EventStream(self._session.config.event_buffer)
+        if self._request.state.terminal:
+            stream.finish(self._request.error)
+        else:
+            self._streams.append(stream)
+        return stream
+
+    # Watcher protocol, called by the gate and the dispatcher (synchronously).
+
+    def request_changed(self, request: Request) -> None:
+        state = request.state
+        if state is TicketState.ACTIVE or state.terminal:
+            self._created.set()
+        if state.terminal:
+            self._done.set()
+            for stream in self._streams:
+                stream.finish(request.error)
+            self._streams.clear()
+
+    def request_event(self, event: Event) -> None:
+        if self._streams:
+            self._streams = [s for s in self._streams if s.push(event)]
