@@ -227,10 +227,9 @@ class Gate:
         self._finished = _Memory()  # response ids whose response.done was seen
         self._outgoing: list[Event] = []
         self._closed: RealtimeError | None = None
-        self._counts = dict.fromkeys(
-            ["sent", "completed", "cancelled", "failed", "incomplete", "rejected", "timed_out", "conflicts_absorbed", "server_started", "forced_releases"],
-            0,
-        )
+        self._counts = dict.fromkeys(attrs.fields_dict(GateStatistics), 0)
+        for name in ("queued", "in_flight", "active_response_id", "slot_busy"):
+            del self._counts[name]
 
     # ------------------------------------------------------------------ introspection
 

@@ -1,0 +1,854 @@
+"""A fake OpenAI Realtime server on 127.0.0.1, for tests: the real protocol over a real
+WebSocket, scripted responses, and knobs (``Behavior``) for the server's quirks and faults.
+
+Shape: ``open_fake_server()`` owns a nursery running the trio-websocket listener. Each accepted
+WebSocket is a ``FakeConnection`` (one conversation) with its own nursery: one reader task that
+handles client events, one writer task that owns ``send_message``, and one task per response.
+Every send goes through an unbounded channel to the writer, synchronously, so a response task
+can be cancelled at any ``await`` without ever leaving half an event behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import types
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, Literal
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from . import _protocol as proto
+from ._ids import IdFactory
+from ._protocol import Dialect, Event, ResponseStream
+from ._script import Behavior, Script, default_script
+
+logger = logging.getLogger(__name__)
+
+_HOST = "127.0.0.1"
+#: Largest client frame accepted: the API allows 15 MiB of audio per append event.
+_MAX_MESSAGE_SIZE = 16 * 2**20
+#: Seconds a server-initiated close waits for the client's closing handshake.
+_CLOSE_TIMEOUT = 2.0
+#: Response statuses ``finish_response`` accepts.
+_FINAL_STATUSES = frozenset({"completed", "cancelled", "failed", "incomplete"})
+
+
+@attrs.frozen
+class ServerStatistics:
+    """A snapshot of what the server did, over all connections.
+
+    ``responses_created`` counts responses that reached ``response.created`` (sent or
+    withheld); ``responses_done_by_status`` counts responses that ended, by final status.
+    ``max_in_band_active`` is the most in-band responses ever active at once in one
+    conversation (the protocol allows 1); ``max_out_of_band_active`` likewise for
+    ``conversation: "none"`` responses.
+    """
+
+    connections: int
+    open_connections: int
+    responses_created: int
+    responses_done_by_status: Mapping[str, int]
+    server_started: int
+    rejections_sent: int
+    cancels_received: int
+    max_in_band_active: int
+    max_out_of_band_active: int
+
+
+@attrs.frozen
+class _Close:
+    code: int
+    reason: str
+
+
+@attrs.frozen
+class _Abort:
+    pass
+
+
+_Outgoing = str | bytes | _Close | _Abort
+
+
+@attrs.define(eq=False)
+class _Response:
+    id: str
+    in_band: bool
+    script: Script
+    metadata: Mapping[str, Any] | None
+    server_started: bool
+    #: withhold_created: run on the server, send nothing.
+    silent: bool
+    modalities: list[str]
+    created: bool = False
+    finished: bool = False
+    cancel_reason: str | None = None
+    finish_status: str | None = None
+    cancel_scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    finish_requested: trio.Event = attrs.Factory(trio.Event)
+    done: trio.Event = attrs.Factory(trio.Event)
+
+    @property
+    def active(self) -> bool:
+        """Created, not finished, not being cancelled: what ``response.cancel`` can find."""
+        return self.created and not self.finished and self.cancel_reason is None
+
+
+@attrs.define(eq=False)
+class _Stats:
+    connections: int = 0
+    responses_created: int = 0
+    done_by_status: Counter[str] = attrs.Factory(Counter)
+    server_started: int = 0
+    rejections_sent: int = 0
+    cancels_received: int = 0
+    max_in_band_active: int = 0
+    max_out_of_band_active: int = 0
+
+
+@attrs.define(eq=False)
+class _Notifier:
+    """Wakes every waiter whenever something was recorded."""
+
+    _event: trio.Event = attrs.Factory(trio.Event)
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        if predicate():
+            await trio.lowlevel.checkpoint()
+            return
+        while not predicate():
+            await self._event.wait()
+
+
+@attrs.define(eq=False)
+class FakeConnection:
+    """One accepted WebSocket: one conversation. Created by the server, never by users.
+
+    ``received`` holds the client events (parsed JSON objects) in order; ``sent`` the server
+    events in the order they were queued for the wire (injected ones included).
+    ``request_path`` and ``request_headers`` are those of the opening handshake.
+    """
+
+    _server: FakeRealtimeServer
+    _ws: WebSocketConnection
+    request_path: str
+    request_headers: list[tuple[bytes, bytes]]
+    received: list[dict[str, Any]] = attrs.field(factory=list, init=False)
+    sent: list[dict[str, Any]] = attrs.field(factory=list, init=False)
+    conversation_id: str = attrs.field(default="", init=False)
+    session: dict[str, Any] = attrs.field(factory=dict, init=False)
+    _responses: dict[str, _Response] = attrs.field(factory=dict, init=False)
+    _in_band: _Response | None = attrs.field(default=None, init=False)
+    _out_of_band: set[_Response] = attrs.field(factory=set, init=False)
+    _items: list[str] = attrs.field(factory=list, init=False)
+    _audio_buffer_bytes: int = attrs.field(default=0, init=False)
+    _send_channel: trio.MemorySendChannel[_Outgoing] | None = attrs.field(default=None, init=False)
+    _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
+    _reading: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _closed: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._server.dialect
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closed.is_set()
+
+    # -- public: observing ------------------------------------------------------------
+
+    def active_response_ids(self) -> list[str]:
+        """Ids of this conversation's responses that were created and are not done."""
+        return [r.id for r in self._responses.values() if r.created and not r.finished]
+
+    def sent_types(self) -> list[str]:
+        return [str(event.get("type")) for event in self.sent]
+
+    async def wait_for_client_event(self, type: str, *, count: int = 1) -> dict[str, Any]:
+        """Wait until ``count`` client events of ``type`` arrived on this connection; return
+        the ``count``-th. Cancel-safe."""
+        await self._server._notifier.wait_until(
+            lambda: _count(self.received, type) >= count or self._closed.is_set()
+        )
+        return _nth(self.received, type, count)
+
+    async def wait_for_server_event(self, type: str, *, count: int = 1) -> dict[str, Any]:
+        """Wait until ``count`` server events of ``type`` were queued on this connection; return
+        the ``count``-th. Cancel-safe."""
+        await self._server._notifier.wait_until(
+            lambda: _count(self.sent, type) >= count or self._closed.is_set()
+        )
+        return _nth(self.sent, type, count)
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection has ended, whoever ended it."""
+        await self._closed.wait()
+
+    # -- public: acting ---------------------------------------------------------------
+
+    async def send_event(self, event: Mapping[str, Any]) -> None:
+        """Queue any event, exactly as given (no ``event_id`` added)."""
+        self._push_event(dict(event))
+        await trio.lowlevel.checkpoint()
+
+    async def send_raw(self, data: str | bytes) -> None:
+        """Queue a raw text (str) or binary (bytes) frame: malformed JSON, huge frames..."""
+        self._push(data)
+        await trio.lowlevel.checkpoint()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the WebSocket after the events queued so far were sent, and wait until the
+        connection has ended (at most a couple of seconds for the client's handshake)."""
+        self._push(_Close(code, reason))
+        await self._closed.wait()
+
+    async def abort(self) -> None:
+        """Drop the TCP connection at once, without a closing handshake (queued events are
+        sent first). Waits until the connection has ended."""
+        self._push(_Abort())
+        await self._closed.wait()
+
+    def stop_reading(self) -> None:
+        """Stop reading client frames (they pile up in the socket buffers)."""
+        self._reading = trio.Event()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
+
+    async def start_response(
+        self, script: Script | None = None, *, interrupt: bool = False, vad_events: bool = True
+    ) -> str:
+        """Start an in-band response as voice activity detection does (no metadata).
+
+        With ``vad_events``, first send ``input_audio_buffer.speech_started``; if an in-band
+        response is active, cancel it when ``interrupt`` (``response.done`` cancelled,
+        reason ``turn_detected``); then wait until the conversation is free, send
+        ``speech_stopped``, ``committed`` and the user item, and start the response.
+        Returns the new response id once it holds the conversation (not waiting for
+        ``response.created`` to be sent). Raises ``trio.BrokenResourceError`` if the
+        connection ends first.
+        """
+        ids = self._server._ids
+        item_id = ids.new("item")
+        if vad_events:
+            self._emit(
+                {
+                    "type": "input_audio_buffer.speech_started",
+                    "audio_start_ms": 1000,
+                    "item_id": item_id,
+                }
+            )
+        if interrupt and self._in_band is not None and self._in_band.cancel_reason is None:
+            self._cancel(self._in_band, "turn_detected")
+        while self._in_band is not None:
+            await self._in_band.done.wait()
+        if self._closed.is_set():
+            raise trio.BrokenResourceError("the connection has ended")
+        if vad_events:
+            self._emit(
+                {
+                    "type": "input_audio_buffer.speech_stopped",
+                    "audio_end_ms": 2000,
+                    "item_id": item_id,
+                }
+            )
+            self._add_user_audio_item(item_id)
+        if script is None:
+            script = self._server._script_for({})
+        response = self._begin_response(
+            script, metadata=None, in_band=True, server_started=True, silent=False
+        )
+        self._server._stats.server_started += 1
+        await trio.lowlevel.checkpoint()
+        return response.id
+
+    async def finish_response(
+        self, response_id: str | None = None, *, status: str = "completed"
+    ) -> None:
+        """Let a held response (``auto_finish=False`` or ``withhold_done``) stream its output
+        and send ``response.done`` with ``status``; wait until it is done.
+
+        Default: the active in-band response. Raises ``LookupError`` if there is none.
+        """
+        if status not in _FINAL_STATUSES:
+            raise ValueError(f"not a final response status: {status!r}")
+        if response_id is None:
+            response = self._in_band
+            if response is None:
+                raise LookupError("no in-band response is active")
+        else:
+            try:
+                response = self._responses[response_id]
+            except KeyError:
+                raise LookupError(f"unknown response {response_id!r}") from None
+        if response.finish_status is None:
+            response.finish_status = status
+        response.finish_requested.set()
+        await response.done.wait()
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _push(self, data: _Outgoing) -> None:
+        if self._send_channel is None:
+            return
+        try:
+            self._send_channel.send_nowait(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            logger.debug("connection ended, dropping %r", type(data).__name__)
+
+    def _push_event(self, event: dict[str, Any]) -> None:
+        if self._closed.is_set():
+            return
+        data = json.dumps(event)
+        self.sent.append(json.loads(data))
+        self._server._notifier.notify()
+        self._push(data)
+
+    def _emit(self, event: Event) -> None:
+        """Queue a server event with a fresh ``event_id``."""
+        self._push_event(
+            {"type": event["type"], "event_id": self._server._ids.new("event"), **event}
+        )
+
+    def _error(
+        self, code: str | None, message: str, cause: Mapping[str, Any] | None, **kw: Any
+    ) -> None:
+        client_event_id = None
+        if cause is not None and not self._server.behavior.null_error_event_id:
+            value = cause.get("event_id")
+            client_event_id = value if isinstance(value, str) else None
+        self._emit(
+            proto.error_event(code=code, message=message, client_event_id=client_event_id, **kw)
+        )
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        send_channel, receive_channel = trio.open_memory_channel[_Outgoing](math.inf)
+        self._send_channel = send_channel
+        self._reading.set()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._writer, receive_channel)
+                self._greet()
+                await self._reader()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._closed.set()
+            send_channel.close()
+            self._server._notifier.notify()
+            logger.debug("connection %s ended", self.conversation_id)
+
+    async def _writer(self, receive_channel: trio.MemoryReceiveChannel[_Outgoing]) -> None:
+        with receive_channel:
+            async for data in receive_channel:
+                try:
+                    if isinstance(data, _Close):
+                        with trio.move_on_after(_CLOSE_TIMEOUT):
+                            await self._ws.aclose(data.code, data.reason or None)
+                        break
+                    if isinstance(data, _Abort):
+                        await self._ws._close_stream()
+                        break
+                    await self._ws.send_message(data)
+                except ConnectionClosed:
+                    break
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+
+    async def _reader(self) -> None:
+        while True:
+            await self._reading.wait()
+            try:
+                message = await self._ws.get_message()
+            except ConnectionClosed:
+                return
+            # stop_reading() may have been called while waiting for this message.
+            await self._reading.wait()
+            self._handle_message(message)
+
+    # -- client events -------------------------------------------------------------------
+
+    def _greet(self) -> None:
+        ids = self._server._ids
+        self.conversation_id = ids.new("conv")
+        self.session = proto.session_object(
+            self.dialect,
+            session_id=ids.new("sess"),
+            model=self._server.model,
+            expires_at=int(time.time()) + 3600,
+        )
+        self._emit({"type": "session.created", "session": self.session})
+        if self.dialect == "beta":
+            self._emit(
+                {
+                    "type": "conversation.created",
+                    "conversation": {"id": self.conversation_id, "object": "realtime.conversation"},
+                }
+            )
+
+    def _handle_message(self, message: str | bytes) -> None:
+        try:
+            event = json.loads(message)
+        except (ValueError, UnicodeDecodeError) as exc:
+            logger.debug("invalid JSON from the client: %s", exc)
+            self._error("invalid_json", f"The server failed to parse the event: {exc}", None)
+            return
+        if not isinstance(event, dict):
+            self._error("invalid_json", "The event must be a JSON object.", None)
+            return
+        self.received.append(event)
+        self._server.received.append(event)
+        self._server._notifier.notify()
+        kind = event.get("type")
+        handler = self._handlers().get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            supported = ", ".join(f"'{name}'" for name in proto.CLIENT_EVENT_TYPES)
+            self._error(
+                "invalid_event",
+                f"Invalid value: '{kind}'. Supported values are: {supported}.",
+                event,
+                param="type",
+            )
+            return
+        handler(event)
+
+    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
+        return {
+            "session.update": self._on_session_update,
+            "input_audio_buffer.append": self._on_audio_append,
+            "input_audio_buffer.commit": self._on_audio_commit,
+            "input_audio_buffer.clear": self._on_audio_clear,
+            "conversation.item.create": self._on_item_create,
+            "conversation.item.delete": self._on_item_delete,
+            "conversation.item.retrieve": _ignore,
+            "conversation.item.truncate": _ignore,
+            "output_audio_buffer.clear": _ignore,
+            "response.create": self._on_response_create,
+            "response.cancel": self._on_response_cancel,
+        }
+
+    def _on_session_update(self, event: dict[str, Any]) -> None:
+        update = event.get("session")
+        if not isinstance(update, dict):
+            self._error(
+                "missing_required_parameter",
+                "Missing required parameter: 'session'.",
+                event,
+                param="session",
+            )
+            return
+        self.session = proto.update_session(self.session, update)
+        self._emit({"type": "session.updated", "session": self.session})
+
+    def _on_audio_append(self, event: dict[str, Any]) -> None:
+        audio = event.get("audio")
+        if isinstance(audio, str):
+            self._audio_buffer_bytes += len(audio) * 3 // 4
+
+    def _on_audio_commit(self, event: dict[str, Any]) -> None:
+        if self._audio_buffer_bytes == 0:
+            self._error(
+                proto.COMMIT_EMPTY_CODE,
+                "Error committing input audio buffer: buffer too small. Expected at least 100ms "
+                "of audio, but buffer only has 0.00ms of audio.",
+                event,
+            )
+            return
+        self._add_user_audio_item(self._server._ids.new("item"))
+
+    def _add_user_audio_item(self, item_id: str) -> None:
+        self._audio_buffer_bytes = 0
+        previous = self._items[-1] if self._items else None
+        self._emit(
+            {
+                "type": "input_audio_buffer.committed",
+                "previous_item_id": previous,
+                "item_id": item_id,
+            }
+        )
+        self._add_item(proto.user_audio_item(item_id))
+
+    def _add_item(self, item: dict[str, Any]) -> None:
+        previous = self._items[-1] if self._items else None
+        self._items.append(item["id"])
+        for added in proto.item_added_events(self.dialect, item, previous, done=True):
+            self._emit(added)
+
+    def _on_audio_clear(self, event: dict[str, Any]) -> None:
+        self._audio_buffer_bytes = 0
+        self._emit({"type": "input_audio_buffer.cleared"})
+
+    def _on_item_create(self, event: dict[str, Any]) -> None:
+        item = event.get("item")
+        if not isinstance(item, dict) or "type" not in item:
+            self._error(
+                "missing_required_parameter",
+                "Missing required parameter: 'item.type'.",
+                event,
+                param="item.type",
+            )
+            return
+        self._add_item(proto.client_item(item, self._server._ids.new("item")))
+
+    def _on_item_delete(self, event: dict[str, Any]) -> None:
+        item_id = event.get("item_id")
+        if item_id not in self._items:
+            self._error(
+                "item_not_found", f"Item with item_id not found: {item_id}", event, param="item_id"
+            )
+            return
+        self._items.remove(item_id)
+        self._emit({"type": "conversation.item.deleted", "item_id": item_id})
+
+    def _on_response_create(self, event: dict[str, Any]) -> None:
+        body = event.get("response", {})
+        if not isinstance(body, dict):
+            self._error(
+                "invalid_type",
+                "Invalid type for 'response': expected an object.",
+                event,
+                param="response",
+            )
+            return
+        in_band = body.get("conversation") != "none"
+        behavior = self._server.behavior
+        if in_band and self._in_band is not None:
+            self._server._stats.rejections_sent += 1
+            self._emit(
+                proto.conflict_error(
+                    active_response_id=self._in_band.id,
+                    client_event_id=None if behavior.null_error_event_id else _event_id(event),
+                    legacy=behavior.legacy_conflict_error,
+                )
+            )
+            return
+        metadata = body.get("metadata")
+        self._begin_response(
+            self._server._script_for(body, proto.session_modalities(self.dialect, self.session)),
+            metadata=metadata if isinstance(metadata, dict) else None,
+            in_band=in_band,
+            server_started=False,
+            silent=behavior.withhold_created,
+        )
+
+    def _on_response_cancel(self, event: dict[str, Any]) -> None:
+        self._server._stats.cancels_received += 1
+        if self._server.behavior.ignore_cancel:
+            return
+        response_id = event.get("response_id")
+        target: _Response | None
+        if response_id:
+            target = self._responses.get(response_id) if isinstance(response_id, str) else None
+        else:
+            target = self._in_band
+        if target is None or not target.active:
+            self._error(proto.CANCEL_NOT_ACTIVE_CODE, proto.CANCEL_NOT_ACTIVE_MESSAGE, event)
+            return
+        self._cancel(target, "client_cancelled")
+
+    # -- responses -----------------------------------------------------------------------
+
+    def _cancel(self, response: _Response, reason: str) -> None:
+        response.cancel_reason = reason
+        response.cancel_scope.cancel()
+
+    def _begin_response(
+        self,
+        script: Script,
+        *,
+        metadata: Mapping[str, Any] | None,
+        in_band: bool,
+        server_started: bool,
+        silent: bool,
+    ) -> _Response:
+        """Take the conversation (in-band) and start the response task. Synchronous, so the
+        check for an active response and taking the slot cannot be separated."""
+        stats = self._server._stats
+        response = _Response(
+            id=self._server._ids.new("resp"),
+            in_band=in_band,
+            script=script,
+            metadata=metadata,
+            server_started=server_started,
+            silent=silent,
+            modalities=["audio"] if script.audio is not None else ["text"],
+        )
+        self._responses[response.id] = response
+        if in_band:
+            self._in_band = response
+            active = sum(1 for r in self._responses.values() if r.in_band and not r.finished)
+            stats.max_in_band_active = max(stats.max_in_band_active, active)
+        else:
+            self._out_of_band.add(response)
+            stats.max_out_of_band_active = max(stats.max_out_of_band_active, len(self._out_of_band))
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_response, response, name=f"response {response.id}")
+        return response
+
+    def _emit_for(self, response: _Response, event: Event) -> None:
+        if not response.silent:
+            self._emit(event)
+
+    def _response_object(self, response: _Response, status: str, **kw: Any) -> dict[str, Any]:
+        return proto.response_object(
+            self.dialect,
+            response_id=response.id,
+            status=status,
+            conversation_id=self.conversation_id if response.in_band else None,
+            metadata=response.metadata,
+            modalities=response.modalities,
+            **kw,
+        )
+
+    async def _run_response(self, response: _Response) -> None:
+        server = self._server
+        stream = ResponseStream(
+            dialect=self.dialect,
+            response_id=response.id,
+            script=response.script,
+            ids=server._ids,
+            in_band=response.in_band,
+            previous_item_id=self._items[-1] if self._items else None,
+        )
+        try:
+            with response.cancel_scope:
+                delay = server.behavior.created_delay
+                if not response.server_started and delay > 0:
+                    # Not created yet: response.cancel finds nothing active meanwhile.
+                    await trio.sleep(delay)
+                response.created = True
+                server._stats.responses_created += 1
+                self._emit_for(
+                    response,
+                    {
+                        "type": "response.created",
+                        "response": self._response_object(response, "in_progress"),
+                    },
+                )
+                if server.behavior.send_rate_limits:
+                    self._emit_for(response, proto.rate_limits_event())
+                if not server.behavior.auto_finish:
+                    await response.finish_requested.wait()
+                for event, is_delta in stream.events():
+                    self._emit_for(response, event)
+                    if is_delta and server.behavior.delta_delay > 0:
+                        await trio.sleep(server.behavior.delta_delay)
+                self._items.extend(stream.new_item_ids)
+                stream.new_item_ids.clear()
+                if server.behavior.withhold_done and not response.finish_requested.is_set():
+                    await response.finish_requested.wait()
+            if response.cancel_reason is not None:
+                # Cancelling takes the server a moment; the response holds the conversation
+                # until its response.done.
+                if server.behavior.cancel_delay > 0:
+                    await trio.sleep(server.behavior.cancel_delay)
+                status = "cancelled"
+                details = proto.status_details(status, reason=response.cancel_reason)
+            else:
+                status = response.finish_status or response.script.status
+                details = proto.status_details(status, override=response.script.status_details)
+            for event in stream.interrupt():
+                self._emit_for(response, event)
+            self._items.extend(stream.new_item_ids)
+            response.finished = True
+            server._stats.done_by_status[status] += 1
+            self._emit_for(
+                response,
+                {
+                    "type": "response.done",
+                    "response": self._response_object(
+                        response,
+                        status,
+                        output=stream.output,
+                        details=details,
+                        usage=stream.usage(),
+                    ),
+                },
+            )
+        finally:
+            response.finished = True
+            if self._in_band is response:
+                self._in_band = None
+            self._out_of_band.discard(response)
+            response.done.set()
+            server._notifier.notify()
+
+
+def _ignore(event: dict[str, Any]) -> None:
+    logger.debug("ignoring %s", event.get("type"))
+
+
+def _event_id(event: Mapping[str, Any]) -> str | None:
+    value = event.get("event_id")
+    return value if isinstance(value, str) else None
+
+
+def _count(events: list[dict[str, Any]], type: str) -> int:
+    return sum(1 for event in events if event.get("type") == type)
+
+
+def _nth(events: list[dict[str, Any]], type: str, count: int) -> dict[str, Any]:
+    matching = [event for event in events if event.get("type") == type]
+    if len(matching) < count:
+        raise trio.BrokenResourceError(f"the connection ended before {count} {type!r} events")
+    return matching[count - 1]
+
+
+@attrs.define(eq=False)
+class FakeRealtimeServer:
+    """A running fake server; made by ``open_fake_server()``.
+
+    ``received`` holds every client event of every connection, in order; ``connections``
+    every connection, in accept order.
+    """
+
+    dialect: Dialect
+    behavior: Behavior
+    model: str
+    port: int = attrs.field(default=0, init=False)
+    received: list[dict[str, Any]] = attrs.field(factory=list, init=False)
+    connections: list[FakeConnection] = attrs.field(factory=list, init=False)
+    _ids: IdFactory = attrs.field(factory=IdFactory, init=False)
+    _stats: _Stats = attrs.field(factory=_Stats, init=False)
+    _notifier: _Notifier = attrs.field(factory=_Notifier, init=False)
+    _connections_handed_out: int = attrs.field(default=0, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"ws://{_HOST}:{self.port}/v1/realtime?model={self.model}"
+
+    def statistics(self) -> ServerStatistics:
+        stats = self._stats
+        return ServerStatistics(
+            connections=stats.connections,
+            open_connections=sum(1 for c in self.connections if c.is_open),
+            responses_created=stats.responses_created,
+            responses_done_by_status=types.MappingProxyType(dict(stats.done_by_status)),
+            server_started=stats.server_started,
+            rejections_sent=stats.rejections_sent,
+            cancels_received=stats.cancels_received,
+            max_in_band_active=stats.max_in_band_active,
+            max_out_of_band_active=stats.max_out_of_band_active,
+        )
+
+    def active_response_ids(self) -> list[str]:
+        """Ids of responses created and not done, over all connections."""
+        return [rid for c in self.connections for rid in c.active_response_ids()]
+
+    async def wait_connection(self) -> FakeConnection:
+        """Return the first connection on the first call, the next one on each later call,
+        waiting for it if needed. Cancel-safe."""
+        wanted = self._connections_handed_out
+        await self._notifier.wait_until(lambda: len(self.connections) > wanted)
+        self._connections_handed_out += 1
+        return self.connections[wanted]
+
+    async def wait_for_client_event(self, type: str, *, count: int = 1) -> dict[str, Any]:
+        """Wait until ``count`` client events of ``type`` were received in total (all
+        connections); return the ``count``-th. Cancel-safe."""
+        await self._notifier.wait_until(lambda: _count(self.received, type) >= count)
+        return _nth(self.received, type, count)
+
+    async def start_response(
+        self,
+        script: Script | None = None,
+        *,
+        connection: FakeConnection | None = None,
+        interrupt: bool = False,
+        vad_events: bool = True,
+    ) -> str:
+        """``FakeConnection.start_response`` on ``connection`` (default: the most recent open
+        one; ``LookupError`` if none)."""
+        return await self._connection(connection).start_response(
+            script, interrupt=interrupt, vad_events=vad_events
+        )
+
+    async def finish_response(
+        self,
+        response_id: str | None = None,
+        *,
+        status: str = "completed",
+        connection: FakeConnection | None = None,
+    ) -> None:
+        """``FakeConnection.finish_response`` on the connection holding ``response_id`` (or
+        ``connection``, default the most recent open one)."""
+        if response_id is not None and connection is None:
+            for candidate in self.connections:
+                if response_id in candidate._responses:
+                    connection = candidate
+                    break
+            else:
+                raise LookupError(f"unknown response {response_id!r}")
+        await self._connection(connection).finish_response(response_id, status=status)
+
+    def _connection(self, connection: FakeConnection | None) -> FakeConnection:
+        if connection is not None:
+            return connection
+        for candidate in reversed(self.connections):
+            if candidate.is_open:
+                return candidate
+        raise LookupError("no open connection")
+
+    def _script_for(
+        self, body: Mapping[str, Any], session_modalities: tuple[str, ...] = ("text",)
+    ) -> Script:
+        factory = self.behavior.script
+        if factory is not None:
+            return factory(body)
+        return default_script(body, session_modalities)
+
+    async def _handle_request(self, request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        connection = FakeConnection(
+            self, ws, request_path=request.path, request_headers=list(request.headers)
+        )
+        self.connections.append(connection)
+        self._stats.connections += 1
+        self._notifier.notify()
+        logger.debug("accepted a connection on %s", request.path)
+        await connection._run()
+
+
+@asynccontextmanager
+async def open_fake_server(
+    *,
+    dialect: Literal["ga", "beta"] = "ga",
+    behavior: Behavior | None = None,
+    model: str = "gpt-realtime",
+) -> AsyncIterator[FakeRealtimeServer]:
+    """Serve the fake Realtime API on 127.0.0.1 (a free port) for the duration of the block.
+
+    Leaving the block drops every connection at once (no closing handshake) and ends every
+    task the server started.
+    """
+    server = FakeRealtimeServer(dialect=dialect, behavior=behavior or Behavior(), model=model)
+    async with trio.open_nursery() as nursery:
+        ws_server = await nursery.start(
+            partial(
+                serve_websocket,
+                server._handle_request,
+                _HOST,
+                0,
+                None,
+                max_message_size=_MAX_MESSAGE_SIZE,
+            )
+        )
+        server.port = ws_server.port
+        logger.debug("fake Realtime server (%s) listening on %s", dialect, server.url)
+        try:
+            yield server
+        finally:
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,417 @@
+"""The dispatcher's rules, tested on the bare state machine: no sockets, no Trio, no clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from gate_helpers import Driver, conflict, created, delta, done, error
+from trio_realtime import QueueFull, ResponseRejected, ResponseTimeout, TicketState
+from trio_realtime._events import METADATA_KEY
+
+
+# Rule 1: correlation -----------------------------------------------------------------------
+
+
+def test_each_create_carries_a_unique_event_id_echoed_in_metadata() -> None:
+    d = Driver()
+    first = d.submit({"instructions": "a", "metadata": {"topic": "x"}})
+    second = d.submit()
+    [create] = d.creates()  # the second waits for the slot
+    assert create["event_id"] == first.event_id
+    assert create["response"]["metadata"] == {"topic": "x", METADATA_KEY: first.event_id}
+    assert create["response"]["instructions"] == "a"
+    d.feed(created("resp_1", first.event_id))
+    d.feed(done("resp_1", first.event_id))
+    assert d.creates()[1]["event_id"] == second.event_id != first.event_id
+
+
+def test_created_is_matched_by_metadata_not_by_order() -> None:
+    d = Driver()
+    mine = d.submit()
+    d.feed(created("resp_vad"))  # a server-started response arrives first
+    assert mine.state is TicketState.SENT
+    d.feed(created("resp_mine", mine.event_id))
+    assert mine.state is TicketState.ACTIVE
+    assert mine.response_id == "resp_mine"
+
+
+def test_error_is_matched_by_its_event_id() -> None:
+    d = Driver()
+    oob = d.submit({"conversation": "none"})
+    inband = d.submit()
+    d.feed(error("invalid_value", "bad voice", oob.event_id))
+    assert oob.state is TicketState.FAILED
+    assert isinstance(oob.error, ResponseRejected)
+    assert oob.error.code == "invalid_value"
+    assert inband.state is TicketState.SENT
+
+
+def test_conflict_without_event_id_falls_back_to_the_request_in_flight() -> None:
+    d = Driver()
+    mine = d.submit()
+    d.feed(conflict(None, "resp_X"))
+    assert mine.state is TicketState.QUEUED
+    assert d.gate.statistics().conflicts_absorbed == 1
+
+
+# Rule 2: server-started responses ---------------------------------------------------------
+
+
+def test_server_started_response_holds_the_slot_until_its_done() -> None:
+    d = Driver()
+    d.feed(created("resp_vad"))
+    assert d.gate.slot_holder == "resp_vad"
+    request = d.submit()
+    assert request.state is TicketState.QUEUED
+    assert d.creates() == []
+    d.feed(delta("resp_vad"))
+    assert d.creates() == []
+    d.feed(done("resp_vad"))
+    assert request.state is TicketState.SENT
+    assert d.gate.statistics().server_started == 1
+
+
+def test_out_of_band_server_response_does_not_take_the_slot() -> None:
+    d = Driver()
+    d.feed(created("resp_oob", conversation_id=None))
+    assert d.gate.slot_holder is None
+    request = d.submit()
+    assert request.state is TicketState.SENT
+
+
+# Rule 3: conflicts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+@pytest.mark.parametrize("echo_id", [True, False])
+def test_conflict_requeues_at_head_and_retries_after_the_blocker(
+    legacy: bool, echo_id: bool
+) -> None:
+    d = Driver()
+    mine = d.submit(priority=0)
+    later = d.submit(priority=5)  # higher priority, but the rejected one goes first
+    d.feed(conflict(mine.event_id if echo_id else None, "resp_X", legacy=legacy))
+    assert mine.state is TicketState.QUEUED
+    assert mine.error is None
+    assert len(d.creates()) == 1  # nothing sent while the blocker runs
+    d.feed(done("resp_X"))
+    assert [c["event_id"] for c in d.creates()] == [mine.event_id, mine.event_id]
+    assert mine.state is TicketState.SENT
+    assert mine.attempts == 2
+    d.feed(created("resp_2", mine.event_id))
+    d.feed(done("resp_2", mine.event_id))
+    assert mine.state is TicketState.DONE
+    assert d.creates()[-1]["event_id"] == later.event_id
+
+
+def test_conflict_retries_at_once_when_the_blocker_already_finished() -> None:
+    d = Driver()
+    d.feed(created("resp_X"))
+    mine = d.submit()
+    d.feed(done("resp_X"))  # mine is sent now, while the server still ...
+    assert mine.state is TicketState.SENT
+    d.feed(conflict(mine.event_id, "resp_X"))  # ... says resp_X is in the way
+    assert mine.state is TicketState.SENT
+    assert mine.attempts == 2
+
+
+def test_conflict_when_a_server_response_races_the_request() -> None:
+    d = Driver()
+    mine = d.submit()
+    d.feed(created("resp_vad"))  # VAD started a response just before ours arrived
+    d.feed(conflict(mine.event_id, "resp_vad"))
+    assert mine.state is TicketState.QUEUED
+    assert len(d.creates()) == 1
+    d.feed(done("resp_vad"))
+    assert mine.state is TicketState.SENT
+
+
+def test_conflict_naming_an_unseen_response_waits_for_its_done() -> None:
+    d = Driver()
+    mine = d.submit()
+    d.feed(conflict(mine.event_id, "resp_unseen"))
+    d.feed(done("resp_other", conversation_id=None))  # out-of-band: not the blocker
+    assert mine.state is TicketState.QUEUED
+    d.feed(done("resp_unseen"))
+    assert mine.state is TicketState.SENT
+
+
+def test_legacy_conflict_without_a_response_id_waits_for_any_in_band_done() -> None:
+    d = Driver()
+    mine = d.submit()
+    d.feed(conflict(mine.event_id, legacy=True))
+    assert d.gate.slot_holder == "?"
+    d.feed(done("resp_whatever"))
+    assert mine.state is TicketState.SENT
+
+
+def test_other_errors_fail_the_ticket_and_free_the_slot() -> None:
+    d = Driver()
+    bad = d.submit()
+    good = d.submit()
+    d.feed(error("invalid_value", "Invalid modalities", bad.event_id))
+    assert bad.state is TicketState.FAILED
+    assert isinstance(bad.error, ResponseRejected)
+    assert bad.error.message == "Invalid modalities"
+    assert good.state is TicketState.SENT
+
+
+def test_errors_of_other_client_events_are_ignored() -> None:
+    d = Driver()
+    mine = d.submit()
+    d.feed(error("invalid_value", "bad session.update", "evt_someone_else"))
+    d.feed(error("invalid_value", "no event id", None))
+    assert mine.state is TicketState.SENT
+
+
+# Rule 4: cancel ------------------------------------------------------------------------------
+
+
+def test_cancel_queued_ticket_is_never_sent() -> None:
+    d = Driver()
+    d.feed(created("resp_vad"))
+    request = d.submit()
+    d.gate.cancel(request, now=d.now)
+    assert request.state is TicketState.DONE
+    assert request.result is not None
+    assert (request.result.status, request.result.response) == ("cancelled", None)
+    d.feed(done("resp_vad"))
+    assert d.creates() == []
+    assert d.gate.statistics().queued == 0
+
+
+def test_cancel_before_created_is_sent_by_id_once_created() -> None:
+    d = Driver()
+    request = d.submit()
+    d.gate.cancel(request, now=d.now)
+    assert d.pump() == []  # a cancel now would be ignored by the server
+    d.feed(created("resp_1", request.event_id))
+    [cancel] = d.cancels()
+    assert cancel["response_id"] == "resp_1"
+    d.feed(done("resp_1", request.event_id, status="cancelled"))
+    assert request.state is TicketState.DONE
+    assert request.result is not None
+    assert request.result.status == "cancelled"
+
+
+def test_cancel_active_sends_cancel_with_its_id_once() -> None:
+    d = Driver()
+    request = d.submit()
+    d.feed(created("resp_1", request.event_id))
+    d.gate.cancel(request, now=d.now)
+    d.gate.cancel(request, now=d.now)
+    d.pump()
+    assert [c["response_id"] for c in d.cancels()] == ["resp_1"]
+
+
+def test_cancel_can_lose_the_race() -> None:
+    d = Driver()
+    request = d.submit()
+    d.feed(created("resp_1", request.event_id))
+    d.gate.cancel(request, now=d.now)
+    d.feed(done("resp_1", request.event_id, status="completed"))
+    d.feed(error("response_cancel_not_active", "no active response", d.cancels()[0]["event_id"]))
+    assert request.result is not None
+    assert request.result.status == "completed"
+
+
+def test_cancel_of_a_request_rejected_by_conflict_is_not_retried() -> None:
+    d = Driver()
+    request = d.submit()
+    d.gate.cancel(request, now=d.now)
+    d.feed(conflict(request.event_id, "resp_X"))
+    assert request.state is TicketState.DONE
+    d.feed(done("resp_X"))
+    assert len(d.creates()) == 1
+
+
+def test_cancel_active_interrupts_a_server_started_response() -> None:
+    d = Driver()
+    d.feed(created("resp_vad"))
+    target = d.gate.cancel_active(now=d.now)
+    d.pump()
+    assert [c.get("response_id") for c in d.cancels()] == ["resp_vad"]
+    assert target is not None
+    assert not d.gate.is_finished(target)
+    d.feed(done("resp_vad", status="cancelled"))
+    assert d.gate.is_finished(target)
+
+
+def test_cancel_active_with_nothing_active() -> None:
+    d = Driver()
+    assert d.gate.cancel_active(now=d.now) is None
+    assert d.pump() == []
+
+
+# Rule 5: deadlines ---------------------------------------------------------------------------
+
+
+def test_no_created_within_created_timeout_fails_and_frees_the_slot() -> None:
+    d = Driver(created_timeout=10.0)
+    stuck = d.submit()
+    following = d.submit()
+    d.advance(9.9)
+    assert stuck.state is TicketState.SENT
+    d.advance(0.2)
+    assert stuck.state is TicketState.FAILED
+    assert isinstance(stuck.error, ResponseTimeout)
+    assert following.state is TicketState.SENT
+    # The late created is cancelled by id, and holds the slot until its done.
+    d.feed(created("resp_late", stuck.event_id))
+    assert d.cancels()[-1]["response_id"] == "resp_late"
+    d.feed(done("resp_late", stuck.event_id, status="cancelled"))
+    assert stuck.state is TicketState.FAILED
+
+
+def test_silent_response_is_cancelled_then_force_released() -> None:
+    d = Driver(response_timeout=30.0, cancel_grace=5.0)
+    stuck = d.submit()
+    following = d.submit()
+    d.feed(created("resp_1", stuck.event_id))
+    d.advance(20)
+    d.feed(delta("resp_1"))  # activity pushes the deadline
+    d.advance(20)
+    assert d.cancels() == []
+    d.advance(10.5)
+    assert [c["response_id"] for c in d.cancels()] == ["resp_1"]
+    assert stuck.state is TicketState.ACTIVE
+    d.advance(5.1)
+    assert stuck.state is TicketState.FAILED
+    assert isinstance(stuck.error, ResponseTimeout)
+    assert following.state is TicketState.SENT
+    assert d.gate.statistics().forced_releases == 1
+
+
+def test_silent_server_started_response_is_recovered_too() -> None:
+    d = Driver(response_timeout=30.0, cancel_grace=5.0)
+    d.feed(created("resp_vad"))
+    waiting = d.submit()
+    d.advance(30.1)
+    d.advance(5.1)
+    assert waiting.state is TicketState.SENT
+
+
+def test_cancel_that_gets_no_done_is_force_released_after_grace() -> None:
+    d = Driver(cancel_grace=5.0)
+    request = d.submit()
+    d.feed(created("resp_1", request.event_id))
+    d.gate.cancel(request, now=d.now)
+    d.advance(5.1)
+    assert request.state is TicketState.FAILED
+    assert d.gate.slot_holder is None
+
+
+def test_next_deadline() -> None:
+    d = Driver(created_timeout=10.0, response_timeout=30.0)
+    assert d.gate.next_deadline() == float("inf")
+    request = d.submit()
+    assert d.gate.next_deadline() == 10.0
+    d.advance(1)
+    d.feed(created("resp_1", request.event_id))
+    assert d.gate.next_deadline() == 31.0
+
+
+# Rule 6: out-of-band ------------------------------------------------------------------------
+
+
+def test_out_of_band_requests_skip_the_slot_by_default() -> None:
+    d = Driver()
+    inband = d.submit()
+    oob = d.submit({"conversation": "none"})
+    assert inband.state is TicketState.SENT
+    assert oob.state is TicketState.SENT
+    d.feed(created("resp_oob", oob.event_id, conversation_id=None))
+    d.feed(done("resp_oob", oob.event_id, conversation_id=None))
+    assert oob.state is TicketState.DONE
+    assert d.gate.slot_holder is inband
+
+
+def test_out_of_band_requests_can_be_made_to_take_the_slot() -> None:
+    d = Driver(out_of_band_takes_slot=True)
+    d.submit()
+    oob = d.submit({"conversation": "none"})
+    assert oob.state is TicketState.QUEUED
+
+
+# Rule 7: tolerance ---------------------------------------------------------------------------
+
+
+def test_unknown_done_and_duplicates_are_tolerated() -> None:
+    d = Driver()
+    d.feed(done("resp_never_seen"))
+    request = d.submit()
+    d.feed(created("resp_1", request.event_id))
+    d.feed(created("resp_1", request.event_id))
+    d.feed(done("resp_1", request.event_id))
+    d.feed(done("resp_1", request.event_id))
+    assert request.state is TicketState.DONE
+    assert d.gate.statistics().completed == 1
+    assert d.gate.slot_holder is None
+
+
+def test_done_without_created_finishes_the_request() -> None:
+    d = Driver()
+    request = d.submit()
+    d.feed(done("resp_1", request.event_id, status="cancelled"))
+    assert request.state is TicketState.DONE
+    assert request.response_id == "resp_1"
+    assert d.gate.slot_holder is None
+
+
+def test_response_cancelled_alias_releases_the_slot() -> None:
+    d = Driver()
+    request = d.submit()
+    d.feed(created("resp_1", request.event_id))
+    d.feed({"type": "response.cancelled", "response_id": "resp_1"})
+    assert request.state is TicketState.DONE
+    assert request.result is not None
+    assert request.result.status == "cancelled"
+
+
+# Queue, priorities and closing ---------------------------------------------------------------
+
+
+def test_priority_then_fifo() -> None:
+    d = Driver()
+    d.feed(created("resp_vad"))
+    requests = [d.submit({"instructions": str(i)}, priority=p) for i, p in enumerate([0, 2, 1, 2, 0])]
+    rid = 0
+    d.feed(done("resp_vad"))
+    order = []
+    for _ in requests:
+        create = d.creates()[-1]
+        order.append(int(create["response"]["instructions"]))
+        rid += 1
+        d.feed(created(f"resp_{rid}", create["event_id"]))
+        d.feed(done(f"resp_{rid}", create["event_id"]))
+    assert order == [1, 3, 2, 0, 4]
+    assert all(r.state is TicketState.DONE for r in requests)
+
+
+def test_queue_full() -> None:
+    d = Driver(max_queue=2)
+    d.feed(created("resp_vad"))
+    d.submit()
+    d.submit()
+    with pytest.raises(QueueFull):
+        d.submit()
+
+
+def test_metadata_room_is_checked() -> None:
+    d = Driver()
+    with pytest.raises(ValueError, match="metadata"):
+        d.submit({"metadata": {f"k{i}": "v" for i in range(16)}})
+
+
+def test_close_fails_everything_waiting() -> None:
+    from trio_realtime import ConnectionLost
+
+    d = Driver()
+    active = d.submit()
+    d.feed(created("resp_1", active.event_id))
+    queued = d.submit()
+    d.gate.close(ConnectionLost("gone"), now=d.now)
+    assert active.state is queued.state is TicketState.FAILED
+    assert isinstance(queued.error, ConnectionLost)
+    with pytest.raises(ConnectionLost):
+        d.submit()
