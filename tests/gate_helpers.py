@@ -54,7 +54,9 @@ def error(code: str | None, message: str, event_id: str | None) -> Event:
     }
 
 
-def conflict(event_id: str | None, blocking: str | None = "resp_X", *, legacy: bool = False) -> Event:
+def conflict(
+    event_id: str | None, blocking: str | None = "resp_X", *, legacy: bool = False
+) -> Event:
     if legacy:
         return error(None, "Conversation already has an active response", event_id)
     message = (

@@ -8,7 +8,6 @@ from gate_helpers import Driver, conflict, created, delta, done, error
 from trio_realtime import QueueFull, ResponseRejected, ResponseTimeout, TicketState
 from trio_realtime._events import METADATA_KEY
 
-
 # Rule 1: correlation -----------------------------------------------------------------------
 
 
@@ -177,7 +176,7 @@ def test_cancel_queued_ticket_is_never_sent() -> None:
     assert (request.result.status, request.result.response) == ("cancelled", None)
     d.feed(done("resp_vad"))
     assert d.creates() == []
-    assert d.gate.statistics().queued == 0
+    assert d.gate.statistics().queue_depth == 0
 
 
 def test_cancel_before_created_is_sent_by_id_once_created() -> None:
@@ -374,14 +373,14 @@ def test_response_cancelled_alias_releases_the_slot() -> None:
 def test_priority_then_fifo() -> None:
     d = Driver()
     d.feed(created("resp_vad"))
-    requests = [d.submit({"instructions": str(i)}, priority=p) for i, p in enumerate([0, 2, 1, 2, 0])]
-    rid = 0
+    requests = [
+        d.submit({"instructions": str(i)}, priority=p) for i, p in enumerate([0, 2, 1, 2, 0])
+    ]
     d.feed(done("resp_vad"))
     order = []
-    for _ in requests:
+    for rid, _ in enumerate(requests):
         create = d.creates()[-1]
         order.append(int(create["response"]["instructions"]))
-        rid += 1
         d.feed(created(f"resp_{rid}", create["event_id"]))
         d.feed(done(f"resp_{rid}", create["event_id"]))
     assert order == [1, 3, 2, 0, 4]

@@ -156,7 +156,7 @@ class _Active:
 
 @attrs.frozen
 class GateStatistics:
-    queued: int
+    queue_depth: int
     in_flight: int
     active_response_id: str | None
     slot_busy: bool
@@ -228,7 +228,7 @@ class Gate:
         self._outgoing: list[Event] = []
         self._closed: RealtimeError | None = None
         self._counts = dict.fromkeys(attrs.fields_dict(GateStatistics), 0)
-        for name in ("queued", "in_flight", "active_response_id", "slot_busy"):
+        for name in ("queue_depth", "in_flight", "active_response_id", "slot_busy"):
             del self._counts[name]
 
     # ------------------------------------------------------------------ introspection
@@ -262,7 +262,7 @@ class Gate:
         if holder is not None:
             active_id = holder.response_id
         return GateStatistics(
-            queued=self._waiting,
+            queue_depth=self._waiting,
             in_flight=len(self._sent),
             active_response_id=active_id,
             slot_busy=holder is not None,

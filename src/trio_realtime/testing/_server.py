@@ -265,7 +265,9 @@ class FakeConnection:
             )
             self._add_user_audio_item(item_id)
         if script is None:
-            script = self._server._script_for({})
+            script = self._server._script_for(
+                {}, proto.session_modalities(self.dialect, self.session)
+            )
         response = self._begin_response(
             script, metadata=None, in_band=True, server_started=True, silent=False
         )
@@ -811,7 +813,11 @@ class FakeRealtimeServer:
         return default_script(body, session_modalities)
 
     async def _handle_request(self, request: WebSocketRequest) -> None:
-        ws = await request.accept()
+        try:
+            ws = await request.accept()
+        except ConnectionClosed:
+            logger.debug("the client left during the opening handshake")
+            return
         connection = FakeConnection(
             self, ws, request_path=request.path, request_headers=list(request.headers)
         )
