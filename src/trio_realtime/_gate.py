@@ -57,7 +57,15 @@ from ._events import (
     status_of,
 )
 
-__all__ = ["Gate", "GateStatistics", "Request", "ResponseResult", "TicketState", "Watcher"]
+__all__ = [
+    "CancelTarget",
+    "Gate",
+    "GateStatistics",
+    "Request",
+    "ResponseResult",
+    "TicketState",
+    "Watcher",
+]
 
 logger = logging.getLogger("trio_realtime.gate")
 
@@ -152,6 +160,10 @@ class _Active:
     deadline: float
     cancel_sent: bool = False
     finished: bool = False
+
+
+#: What :meth:`Gate.cancel_active` returns for :meth:`Gate.is_finished` to watch.
+CancelTarget = Request | _Active
 
 
 @attrs.frozen
@@ -357,7 +369,7 @@ class Gate:
             if active is not None:
                 self._send_cancel(active, now)
 
-    def cancel_active(self, *, now: float) -> Request | _Active | None:
+    def cancel_active(self, *, now: float) -> CancelTarget | None:
         """Interrupt the in-band response holding the slot, whoever started it.
 
         Returns what to wait for (see :meth:`is_finished`), or None when nothing is active.
@@ -373,7 +385,7 @@ class Gate:
         return holder
 
     @staticmethod
-    def is_finished(target: Request | _Active) -> bool:
+    def is_finished(target: CancelTarget) -> bool:
         if isinstance(target, Request):
             return target.state.terminal
         return target.finished

@@ -25,7 +25,7 @@ from ._config import SessionConfig
 from ._endpoints import Endpoint
 from ._errors import ConnectionLost, RealtimeError, SessionClosed
 from ._events import EventKind, MalformedFrame, classify, parse_frame, response_object
-from ._gate import Gate, GateStatistics, Request
+from ._gate import CancelTarget, Gate, GateStatistics, Request
 from ._stream import EventStream
 from ._ticket import ResponseTicket
 from ._transport import Transport, open_websocket_transport
@@ -37,7 +37,17 @@ logger = logging.getLogger("trio_realtime.session")
 
 Event = dict[str, Any]
 _WAKE = object()  # put in the dispatcher's inbox when a request or cancel needs attention
-_Inbound = tuple[EventKind, Event] | object
+
+
+@attrs.define(eq=False)
+class _CancelActive:
+    """A ``cancel_response()`` call, ordered with the server events in the dispatcher's inbox."""
+
+    target: CancelTarget | None = None
+    resolved: bool = False
+
+
+_Inbound = tuple[EventKind, Event] | _CancelActive | object
 
 
 @attrs.frozen
@@ -154,13 +164,21 @@ class RealtimeSession:
     async def cancel_response(self) -> None:
         """Interrupt the active in-band response, whoever started it, and wait for its end.
 
+        The request goes through the dispatcher behind the server events already received,
+        so a response whose ``response.created`` a subscriber has seen is the one cancelled.
         Returns at once when nothing is active. Cancelling the wait is safe (the cancel is
-        still sent).
+        still sent). Raises ``SessionClosed`` / ``ConnectionLost`` once the session has ended.
         """
         self._check_open()
-        target = self._gate.cancel_active(now=trio.current_time())
-        self._wake()
-        while target is not None and not self._gate.is_finished(target) and self._error is None:
+        command = _CancelActive()
+        try:
+            await self._inbox_send.send(command)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._check_open()
+            raise SessionClosed("session is closing") from None
+        while self._error is None and not (
+            command.resolved and (command.target is None or self._gate.is_finished(command.target))
+        ):
             await self._changed.wait()
         await trio.lowlevel.checkpoint()
 
@@ -355,6 +373,11 @@ class RealtimeSession:
         if item is _WAKE:
             self._wake_pending = False
             return
+        if isinstance(item, _CancelActive):
+            item.target = self._gate.cancel_active(now=trio.current_time())
+            item.resolved = True
+            self._broadcast()
+            return
         assert isinstance(item, tuple)
         kind, event = item
         gate = self._gate
@@ -383,6 +406,10 @@ class RealtimeSession:
                     gate.release_held(follow_up)
         elif kind is EventKind.ERROR:
             gate.on_error(event, now=now)
+        self._broadcast()
+
+    def _broadcast(self) -> None:
+        """Wake every task waiting in ``cancel_response()`` to look at the state again."""
         self._changed.set()
         self._changed = trio.Event()
 
