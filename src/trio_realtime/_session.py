@@ -227,12 +227,7 @@ class RealtimeSession:
         ``response`` adds fields to the ``response.create`` body (voice, modalities, ...).
         Returns the ticket; await ``ticket.wait_done()`` for the end.
         """
-        body = {
-            "instructions": (
-                "Say exactly the following text, word for word, and nothing else:\n" + text
-            ),
-            **(response or {}),
-        }
+        body = {"instructions": f"Say exactly: {text}", **(response or {})}
         ticket = self.request_response(body, priority=priority)
         await trio.lowlevel.checkpoint()
         return ticket
