@@ -125,10 +125,16 @@ class _Demo:
     def report(self, server_stats: Any = None) -> int:
         out = self.out
         stats = self.session.statistics()
-        out.write("\n  # request                                        prio   wait ms  tries  status\n")
+        out.write(
+            "\n  # request                                        prio   wait ms  tries  status\n"
+        )
         for n, row in enumerate(self.rows, 1):
             ticket, timings = row.ticket, row.ticket.timings
-            wait = f"{timings.queue_wait * 1000:8.1f}" if timings.queue_wait is not None else "       -"
+            wait = (
+                f"{timings.queue_wait * 1000:8.1f}"
+                if timings.queue_wait is not None
+                else "       -"
+            )
             status = ticket.result.status if ticket.result else ticket.state.value
             out.write(
                 f"{n:>3} {row.label[:46]:<46} {ticket.priority:>4} {wait}  {timings.attempts:>5}"
@@ -174,9 +180,7 @@ async def _play(demo: _Demo, *, fake_server: Any = None) -> None:
         if fake_server is not None:
             nursery.start_soon(voice_activity)
         await trio.sleep(0.005)
-        nursery.start_soon(
-            demo.say, "interruption", "Sorry to interrupt: your taxi is here.", 5
-        )
+        nursery.start_soon(demo.say, "interruption", "Sorry to interrupt: your taxi is here.", 5)
 
 
 async def _demo_fake(out: TextIO, dialect: str) -> int:
@@ -196,7 +200,9 @@ async def _demo_fake(out: TextIO, dialect: str) -> int:
         return default_script(body)
 
     behavior = Behavior(delta_delay=0.002, script=script)
-    async with open_fake_server(dialect="beta" if dialect == "beta" else "ga", behavior=behavior) as server:
+    async with open_fake_server(
+        dialect="beta" if dialect == "beta" else "ga", behavior=behavior
+    ) as server:
         out.write(f"fake Realtime server ({dialect}) on {server.url}\n\n")
         async with open_session(server.url) as session:
             demo = _Demo(session, out)
