@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import attrs
@@ -47,3 +48,6 @@ class SessionConfig:
     receive_buffer_size: int = attrs.field(default=64 * 1024, validator=_positive)
     #: Send credentials over plain ``ws://`` to a host that is not loopback.
     allow_insecure: bool = False
+    #: TLS settings for ``wss://`` (e.g. a private CA); None: the system's trust store, with
+    #: certificate and host name verification.
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)

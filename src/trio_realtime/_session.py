@@ -30,6 +30,7 @@ from ._stream import EventStream
 from ._ticket import ResponseTicket
 from ._transport import Transport, open_websocket_transport
 from ._turns import Turns
+from ._util import unwrap_lone_exception
 
 __all__ = ["RealtimeSession", "SessionStatistics", "open_session"]
 
@@ -349,14 +350,16 @@ class RealtimeSession:
         with self._inbox_receive:
             task_status.started()
             while True:
-                with trio.move_on_at(gate.next_deadline()):
+                deadline = gate.next_deadline()
+                with trio.move_on_at(deadline):
                     try:
                         item = await self._inbox_receive.receive()
                     except trio.EndOfChannel:
                         break
                     self._handle(item)
                 now = trio.current_time()
-                gate.on_tick(now=now)
+                if now >= deadline:
+                    gate.on_tick(now=now)
                 gate.pump(now=now)
                 for event in gate.take_outgoing():
                     try:
@@ -472,7 +475,7 @@ async def _run_session(
     transport: Transport, config: SessionConfig, deadline: float
 ) -> AsyncIterator[RealtimeSession]:
     session = RealtimeSession(transport, config)
-    try:
+    with unwrap_lone_exception():
         async with trio.open_nursery() as nursery:
             await nursery.start(session._writer)
             await nursery.start(session._dispatcher)
@@ -481,8 +484,6 @@ async def _run_session(
                     await nursery.start(session._reader)
             except trio.TooSlowError:
                 raise ConnectionLost("no session.created within connect_timeout") from None
-            if session._error is not None:
-                raise session._error
             try:
                 yield session
             finally:
@@ -491,8 +492,3 @@ async def _run_session(
                 with trio.CancelScope(shield=True), trio.move_on_after(config.close_timeout):
                     await session._writer_done.wait()
                 nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # Background tasks end quietly, so a group holds the body's exception: raise it bare.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise

@@ -24,6 +24,7 @@ import trio_websocket
 from ._config import SessionConfig
 from ._endpoints import Endpoint
 from ._errors import ConnectionLost
+from ._util import unwrap_lone_exception
 
 __all__ = ["Transport", "open_websocket_transport"]
 
@@ -88,6 +89,13 @@ class _WebSocketTransport:
             await trio.aclose_forcefully(self._stream)
 
 
+def _cause(exc: BaseException) -> str:
+    """The innermost cause, which says what went wrong (trio wraps TLS errors)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def _lost(exc: trio_websocket.ConnectionClosed) -> ConnectionLost:
     reason = exc.reason
     if reason is None:
@@ -129,43 +137,45 @@ async def open_websocket_transport(
         resource = f"{resource}?{parts.query}"
     host_header = host if parts.port is None else f"{host}:{parts.port}"
     headers = [(k.encode(), v.encode()) for k, v in endpoint.headers]
-    async with trio.open_nursery() as nursery:
-        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-        try:
-            with trio.fail_at(deadline):
-                stream = await trio.open_tcp_stream(host, port)
-        except (OSError, trio.TooSlowError) as exc:
-            raise ConnectionLost(f"could not connect to {host}:{port}: {exc!r}") from exc
-        try:
-            with trio.fail_at(deadline):
-                if secure:
-                    stream = trio.SSLStream(
-                        stream, ssl.create_default_context(), server_hostname=host
+    with unwrap_lone_exception():
+        async with trio.open_nursery() as nursery:
+            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+            try:
+                with trio.fail_at(deadline):
+                    stream = await trio.open_tcp_stream(host, port)
+            except (OSError, trio.TooSlowError) as exc:
+                raise ConnectionLost(f"could not connect to {host}:{port}: {_cause(exc)}") from exc
+            try:
+                with trio.fail_at(deadline):
+                    if secure:
+                        context = config.ssl_context or ssl.create_default_context()
+                        stream = trio.SSLStream(stream, context, server_hostname=host)
+                        await stream.do_handshake()
+                    ws = await trio_websocket.wrap_client_stream(
+                        nursery,
+                        stream,
+                        host_header,
+                        resource,
+                        extra_headers=headers,
+                        max_message_size=config.max_message_size,
+                        receive_buffer_size=config.receive_buffer_size,
                     )
-                    await stream.do_handshake()
-                ws = await trio_websocket.wrap_client_stream(
-                    nursery,
-                    stream,
-                    host_header,
-                    resource,
-                    extra_headers=headers,
-                    max_message_size=config.max_message_size,
-                    receive_buffer_size=config.receive_buffer_size,
-                )
-        except BaseException as exc:
-            await trio.aclose_forcefully(stream)
-            if isinstance(exc, trio_websocket.ConnectionRejected):
-                raise ConnectionLost(
-                    f"handshake with {host} rejected: HTTP {exc.status_code}"
-                ) from exc
-            if isinstance(exc, (OSError, trio.TooSlowError, trio.BrokenResourceError)):
-                raise ConnectionLost(f"could not connect to {host}:{port}: {exc!r}") from exc
-            if isinstance(exc, trio_websocket.HandshakeError | trio_websocket.ConnectionClosed):
-                raise ConnectionLost(f"handshake with {host} failed: {exc!r}") from exc
-            raise
-        logger.debug("connected to %s%s", host_header, parts.path)
-        transport = _WebSocketTransport(ws, stream, config.close_timeout)
-        try:
-            yield transport
-        finally:
-            await transport.aclose()
+            except BaseException as exc:
+                await trio.aclose_forcefully(stream)
+                if isinstance(exc, trio_websocket.ConnectionRejected):
+                    raise ConnectionLost(
+                        f"handshake with {host} rejected: HTTP {exc.status_code}"
+                    ) from exc
+                if isinstance(exc, (OSError, trio.TooSlowError, trio.BrokenResourceError)):
+                    raise ConnectionLost(
+                        f"could not connect to {host}:{port}: {_cause(exc)}"
+                    ) from exc
+                if isinstance(exc, trio_websocket.HandshakeError | trio_websocket.ConnectionClosed):
+                    raise ConnectionLost(f"handshake with {host} failed: {exc!r}") from exc
+                raise
+            logger.debug("connected to %s%s", host_header, parts.path)
+            transport = _WebSocketTransport(ws, stream, config.close_timeout)
+            try:
+                yield transport
+            finally:
+                await transport.aclose()

@@ -1,0 +1,54 @@
+"""wss:// verifies certificates by default; a private CA can be trusted explicitly."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from contextlib import suppress
+from pathlib import Path
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+
+from trio_realtime import ConnectionLost, Endpoint, SessionConfig, open_session
+
+DATA = Path(__file__).parent / "data"
+CERT = DATA / "localhost-cert.pem"  # self-signed for localhost / 127.0.0.1
+
+
+async def greet(request: WebSocketRequest) -> None:
+    ws = await request.accept()
+    await ws.send_message(json.dumps({"type": "session.created", "session": {"id": "sess"}}))
+    with suppress(ConnectionClosed):
+        await ws.get_message()  # until the client leaves
+
+
+async def serve_tls(nursery: trio.Nursery) -> int:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(CERT, DATA / "localhost-key.pem")
+    server = await nursery.start(serve_websocket, greet, "127.0.0.1", 0, context)
+    port: int = server.port
+    return port
+
+
+async def test_untrusted_certificate_is_refused() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await serve_tls(nursery)
+            endpoint = Endpoint(f"wss://127.0.0.1:{port}/v1/realtime", {"api-key": "k"})
+            with pytest.raises(ConnectionLost, match="CERTIFICATE_VERIFY_FAILED"):
+                async with open_session(endpoint):
+                    pass  # pragma: no cover
+            nursery.cancel_scope.cancel()
+
+
+async def test_private_ca_can_be_trusted() -> None:
+    context = ssl.create_default_context(cafile=str(CERT))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await serve_tls(nursery)
+            endpoint = Endpoint(f"wss://127.0.0.1:{port}/v1/realtime", {"api-key": "k"})
+            async with open_session(endpoint, config=SessionConfig(ssl_context=context)) as s:
+                assert s.server_session["id"] == "sess"
+            nursery.cancel_scope.cancel()
