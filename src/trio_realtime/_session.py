@@ -24,8 +24,15 @@ import trio
 from ._config import SessionConfig
 from ._endpoints import Endpoint
 from ._errors import ConnectionLost, RealtimeError, SessionClosed
-from ._events import EventKind, MalformedFrame, classify, parse_frame, response_object
-from ._gate import CancelTarget, Gate, GateStatistics, Request
+from ._events import (
+    EventKind,
+    MalformedFrame,
+    classify,
+    parse_frame,
+    response_id_of,
+    response_object,
+)
+from ._gate import CancelTarget, Gate, GateStatistics, Request, Watcher
 from ._stream import EventStream
 from ._ticket import ResponseTicket
 from ._transport import Transport, open_websocket_transport
@@ -37,6 +44,8 @@ __all__ = ["RealtimeSession", "SessionStatistics", "open_session"]
 logger = logging.getLogger("trio_realtime.session")
 
 Event = dict[str, Any]
+#: Responses routed to tickets at once; more means done events never came: the oldest goes.
+_MAX_ROUTES = 1024
 _WAKE = object()  # put in the dispatcher's inbox when a request or cancel needs attention
 
 
@@ -112,7 +121,9 @@ class RealtimeSession:
         self._send_credits = trio.Semaphore(config.send_buffer)
         self._wake_pending = False
         self._subscribers: list[EventStream] = []
-        self._changed = trio.Event()
+        self._changed = trio.Event()  # replaced after each dispatcher step while waited on
+        self._state_waiters = 0
+        self._routes: dict[str, Watcher] = {}  # response id -> its ticket (reader-owned)
         self._error: RealtimeError | None = None  # why the session ended
         self._writer_done = trio.Event()
         self._malformed = 0
@@ -177,10 +188,15 @@ class RealtimeSession:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             self._check_open()
             raise SessionClosed("session is closing") from None
-        while self._error is None and not (
-            command.resolved and (command.target is None or self._gate.is_finished(command.target))
-        ):
-            await self._changed.wait()
+        self._state_waiters += 1
+        try:
+            while self._error is None and not (
+                command.resolved
+                and (command.target is None or self._gate.is_finished(command.target))
+            ):
+                await self._changed.wait()
+        finally:
+            self._state_waiters -= 1
         await trio.lowlevel.checkpoint()
 
     async def send_function_result(
@@ -327,8 +343,47 @@ class RealtimeSession:
                 if self._subscribers:
                     self._subscribers = [s for s in self._subscribers if s.push(event)]
                 kind = classify(event)
-                if kind is not EventKind.OTHER:
-                    await self._inbox_send.send((kind, event))
+                if kind is EventKind.OTHER:
+                    continue
+                self._route(kind, event)
+                if kind is not EventKind.RESPONSE:
+                    try:
+                        self._inbox_send.send_nowait((kind, event))
+                    except trio.WouldBlock:
+                        await self._inbox_send.send((kind, event))
+
+    def _route(self, kind: EventKind, event: Event) -> None:
+        """Give an event of a response to its ticket's iterators, in arrival order.
+
+        Done here, in the reader, so that streaming events (deltas) need no hop to the
+        dispatcher: the route of a response is set from its ``response.created`` (matched by
+        metadata to the request in flight) before the dispatcher even sees that event.
+        """
+        routes = self._routes
+        if kind is EventKind.RESPONSE:
+            rid = event["response_id"]
+            self._gate.on_response_event(rid, now=trio.current_time())
+            watcher = routes.get(rid)
+            if event["type"] == "response.output_item.added":
+                self._note_call(event)
+        elif kind is EventKind.CREATED:
+            rid = response_id_of(event)
+            request = self._gate.request_of(event)
+            watcher = request.watcher if request is not None else None
+            if rid is not None and watcher is not None:
+                routes[rid] = watcher
+                if len(routes) > _MAX_ROUTES:  # responses whose done never came
+                    del routes[next(iter(routes))]
+        elif kind is EventKind.DONE:
+            rid = response_id_of(event)
+            watcher = routes.pop(rid, None) if rid is not None else None
+            if watcher is None:  # a done without a created we saw
+                request = self._gate.request_of(event)
+                watcher = request.watcher if request is not None else None
+        else:
+            return
+        if watcher is not None:
+            watcher.request_event(event)
 
     async def _receive_event(self) -> Event | None:
         """The next well-formed event; None once the connection is gone."""
@@ -351,12 +406,14 @@ class RealtimeSession:
             task_status.started()
             while True:
                 deadline = gate.next_deadline()
-                with trio.move_on_at(deadline):
-                    try:
-                        item = await self._inbox_receive.receive()
-                    except trio.EndOfChannel:
-                        break
-                    self._handle(item)
+                try:
+                    if deadline == math.inf:
+                        self._handle(await self._inbox_receive.receive())
+                    else:
+                        with trio.move_on_at(deadline):
+                            self._handle(await self._inbox_receive.receive())
+                except trio.EndOfChannel:
+                    break
                 now = trio.current_time()
                 if now >= deadline:
                     gate.on_tick(now=now)
@@ -380,25 +437,13 @@ class RealtimeSession:
         kind, event = item
         gate = self._gate
         now = trio.current_time()
-        if kind is EventKind.RESPONSE:
-            request = gate.on_response_event(event["response_id"], now=now)
-            if request is not None and request.watcher is not None:
-                request.watcher.request_event(event)
-            if event["type"] == "response.output_item.added":
-                self._note_call(event)
-            return
         if kind is EventKind.CREATED:
-            request = gate.on_created(event, now=now)
-            if request is not None and request.watcher is not None:
-                request.watcher.request_event(event)
+            gate.on_created(event, now=now)
         elif kind is EventKind.DONE:
-            request = gate.request_of(event)
-            if request is not None and request.watcher is not None:
-                request.watcher.request_event(event)
             gate.on_done(event, now=now)
             response = response_object(event)
-            rid = response.get("id") or event.get("response_id")
-            if isinstance(rid, str):
+            rid = response_id_of(event)
+            if rid is not None:
                 follow_up = self._turns.on_done(rid, response)
                 if follow_up is not None:
                     gate.release_held(follow_up)
@@ -407,9 +452,10 @@ class RealtimeSession:
         self._broadcast()
 
     def _broadcast(self) -> None:
-        """Wake every task waiting in ``cancel_response()`` to look at the state again."""
-        self._changed.set()
-        self._changed = trio.Event()
+        """Wake the tasks waiting in ``cancel_response()`` to look at the state again."""
+        if self._state_waiters:
+            self._changed.set()
+            self._changed = trio.Event()
 
     def _note_call(self, event: Event) -> None:
         item = event.get("item")
