@@ -341,7 +341,7 @@ class RealtimeSession:
                 if event is None:
                     return
                 if self._subscribers:
-                    self._subscribers = [s for s in self._subscribers if s.push(event)]
+                    self._publish(event)
                 kind = classify(event)
                 if kind is EventKind.OTHER:
                     continue
@@ -351,6 +351,14 @@ class RealtimeSession:
                         self._inbox_send.send_nowait((kind, event))
                     except trio.WouldBlock:
                         await self._inbox_send.send((kind, event))
+
+    def _publish(self, event: Event) -> None:
+        """Give an event to every subscriber; drop the ones cut off or gone."""
+        alive = True
+        for stream in self._subscribers:
+            alive = stream.push(event) and alive
+        if not alive:
+            self._subscribers = [s for s in self._subscribers if s.push_allowed]
 
     def _route(self, kind: EventKind, event: Event) -> None:
         """Give an event of a response to its ticket's iterators, in arrival order.

@@ -39,8 +39,14 @@ class EventStream:
             self.finish(EventBufferOverflow("consumer fell too far behind; events were dropped"))
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._finished = True
             return False
         return True
+
+    @property
+    def push_allowed(self) -> bool:
+        """False once the stream is finished, cut off or abandoned by its reader."""
+        return not self._finished
 
     def finish(self, error: RealtimeError | None = None) -> None:
         """No more events; the consumer sees ``error`` after the buffered ones. Idempotent."""
