@@ -160,6 +160,9 @@ class _Active:
     deadline: float
     cancel_sent: bool = False
     finished: bool = False
+    #: Our in-band request that was in flight when this response took the slot from it: its
+    #: outcome is still to come, so the slot goes back to it when this response ends.
+    displaced: Request | None = None
 
 
 #: What :meth:`Gate.cancel_active` returns for :meth:`Gate.is_finished` to watch.
@@ -412,6 +415,9 @@ class Gate:
         known = self._active.get(rid)
         if known is not None:
             return known.request  # a duplicate
+        if rid in self._finished:
+            logger.debug("response.created for finished %s (duplicate or late); ignored", rid)
+            return None
         key = request_key_of(response)
         request = self._sent.pop(key, None) if key is not None else None
         if request is not None:
@@ -446,8 +452,13 @@ class Gate:
     def _take_slot(self, active: _Active) -> None:
         holder = self._holder
         if holder is None or isinstance(holder, Request) or holder.response_id is None:
-            # Free; or our request is in flight and will be rejected (then it is retried after
-            # this response); or this is the blocker a conflict message did not name.
+            # Free; or our request is in flight (its rejection or creation is still to come:
+            # it gets the slot back when this response ends); or this is the blocker a
+            # conflict message did not name (which may itself have displaced a request).
+            if isinstance(holder, Request):
+                active.displaced = holder
+            elif holder is not None:
+                active.displaced = holder.displaced
             self._holder = active
         else:
             logger.warning(
@@ -498,9 +509,11 @@ class Gate:
                 and (active.in_band if active is not None else is_in_band(response))
             )
         ):
-            self._holder = None
             if isinstance(holder, _Active):
                 holder.finished = True
+                self._holder = self._successor(holder)
+            else:
+                self._holder = None
         if rid is not None:
             self._finished.add(rid)
         if request is not None and not request.state.terminal:
@@ -549,8 +562,19 @@ class Gate:
         return None
 
     def _conflict(self, request: Request, blocker: str | None, now: float) -> None:
+        if self._holder is request:
+            # The slot passes to the response in the way, unless its done already came. One
+            # that was force-released is still running, as the server just said.
+            if blocker is not None and blocker in self._finished:
+                self._holder = None  # it finished already: retry at once
+            elif blocker is not None and blocker in self._active:
+                self._holder = self._active[blocker]
+            else:
+                active = _Active(blocker, None, True, now + self._response_timeout)
+                if blocker is not None:
+                    self._active[blocker] = active
+                self._holder = active
         if request.cancel_requested:
-            self._release(request)
             self._counts["cancelled"] += 1
             self._finish(request, TicketState.DONE, now, result=ResponseResult("cancelled", None))
             return
@@ -560,17 +584,18 @@ class Gate:
         self._waiting += 1
         heapq.heappush(self._queue, ((0, request.seq), request))
         self._notify(request)
-        if self._holder is not request:
-            return  # the slot already passed to the response in the way
-        if blocker is not None and blocker in self._finished:
-            self._holder = None  # it finished already: retry at once
-        elif blocker is not None and blocker in self._active:
-            self._holder = self._active[blocker]
-        else:
-            active = _Active(blocker, None, True, now + self._response_timeout)
-            if blocker is not None:
-                self._active[blocker] = active
-            self._holder = active
+
+    def _successor(self, active: _Active) -> Request | _Active | None:
+        """Who holds the slot after ``active`` ends: the request it displaced, if that is
+        still in flight or has started; else nobody."""
+        displaced = active.displaced
+        if displaced is None:
+            return None
+        if displaced.state is TicketState.SENT:
+            return displaced
+        if displaced.state is TicketState.ACTIVE and displaced.response_id is not None:
+            return self._active.get(displaced.response_id)
+        return None
 
     # ------------------------------------------------------------------ time
 
@@ -605,11 +630,11 @@ class Gate:
         )
         self._counts["forced_releases"] += 1
         if active.response_id is not None:
+            # Not remembered as finished: a conflict naming it means it still runs.
             self._active.pop(active.response_id, None)
-            self._finished.add(active.response_id)
         active.finished = True
         if self._holder is active:
-            self._holder = None
+            self._holder = self._successor(active)
         request = active.request
         if request is not None and not request.state.terminal:
             self._counts["timed_out"] += 1
