@@ -171,19 +171,29 @@ CancelTarget = Request | _Active
 
 @attrs.frozen
 class GateStatistics:
+    """A snapshot of the gate. Counts are of our own requests unless noted."""
+
+    #: Requests waiting for the slot (or for their turn's function results).
     queue_depth: int
+    #: Requests whose ``response.create`` is sent and not yet created.
     in_flight: int
+    #: The in-band response holding the slot, ours or server-started, if known.
     active_response_id: str | None
     slot_busy: bool
+    #: ``response.create`` events sent (a retried request counts once per attempt).
     sent: int
     completed: int
     cancelled: int
     failed: int
     incomplete: int
+    #: Requests the server rejected (other than the absorbed conflict).
     rejected: int
     timed_out: int
+    #: ``conversation_already_has_active_response`` rejections absorbed and retried.
     conflicts_absorbed: int
+    #: In-band responses the server started by itself.
     server_started: int
+    #: Slots force-released after a cancel got no ``response.done``.
     forced_releases: int
 
 

@@ -61,39 +61,12 @@ _Inbound = tuple[EventKind, Event] | _CancelActive | object
 
 
 @attrs.frozen
-class SessionStatistics:
-    """A snapshot of a session. Counts are of this session's own requests unless noted."""
+class SessionStatistics(GateStatistics):
+    """A snapshot of a session: the gate's figures, plus the reader's."""
 
-    #: Requests waiting for the slot (or for their turn's function results).
-    queue_depth: int
-    #: Requests whose ``response.create`` is sent and not yet created.
-    in_flight: int
-    #: The in-band response holding the slot, ours or server-started, if known.
-    active_response_id: str | None
-    slot_busy: bool
-    sent: int
-    completed: int
-    cancelled: int
-    failed: int
-    incomplete: int
-    rejected: int
-    timed_out: int
-    #: ``conversation_already_has_active_response`` rejections absorbed and retried.
-    conflicts_absorbed: int
-    #: In-band responses the server started by itself.
-    server_started: int
-    #: Slots force-released after a cancel got no ``response.done``.
-    forced_releases: int
     #: Frames skipped as malformed.
     malformed_frames: int
     subscribers: int
-
-    @classmethod
-    def _from(
-        cls, gate: GateStatistics, *, malformed_frames: int, subscribers: int
-    ) -> SessionStatistics:
-        fields: dict[str, Any] = attrs.asdict(gate)
-        return cls(**fields, malformed_frames=malformed_frames, subscribers=subscribers)
 
 
 class RealtimeSession:
@@ -270,8 +243,8 @@ class RealtimeSession:
                 self._subscribers.remove(stream)
 
     def statistics(self) -> SessionStatistics:
-        return SessionStatistics._from(
-            self._gate.statistics(),
+        return SessionStatistics(
+            **attrs.asdict(self._gate.statistics()),
             malformed_frames=self._malformed,
             subscribers=len(self._subscribers),
         )
