@@ -44,6 +44,9 @@ CANCEL_NOT_ACTIVE = "response_cancel_not_active"
 #: The ``response.metadata`` key under which each request carries its ``event_id``.
 METADATA_KEY = "trio_realtime_request"
 
+#: ``response.*`` events that carry no ``response_id`` in the API.
+_NO_RESPONSE_ID = ("response.mcp_call.",)
+
 _RESPONSE_ID = re.compile(r"\bresp_[A-Za-z0-9_-]+")
 
 
@@ -85,12 +88,26 @@ def parse_frame(data: str | bytes) -> Event:
 
 
 def classify(event: Mapping[str, Any]) -> EventKind:
-    """Classify a parsed event (see :class:`EventKind`)."""
-    kind = _LIFECYCLE.get(event["type"])
+    """Classify a parsed event (see :class:`EventKind`).
+
+    Raises :class:`MalformedFrame` for an event the session would act on that lacks what it
+    needs: a lifecycle event without a response id (or, for ``error``, without an ``error``
+    object), or an event of a response (``response.*``) without a string ``response_id``.
+    """
+    event_type: str = event["type"]
+    kind = _LIFECYCLE.get(event_type)
+    if kind is EventKind.ERROR:
+        if not isinstance(event.get("error"), Mapping):
+            raise MalformedFrame("error event without an 'error' object")
+        return kind
     if kind is not None:
+        if response_id_of(event) is None:
+            raise MalformedFrame(f"{event_type} without a response id")
         return kind
     if isinstance(event.get("response_id"), str):
         return EventKind.RESPONSE
+    if event_type.startswith("response.") and not event_type.startswith(_NO_RESPONSE_ID):
+        raise MalformedFrame(f"{event_type} without a string response_id")
     return EventKind.OTHER
 
 

@@ -313,9 +313,13 @@ class RealtimeSession:
                 event = await self._receive_event()
                 if event is None:
                     return
+                try:
+                    kind = classify(event)
+                except MalformedFrame as exc:
+                    self._skip_malformed(exc)
+                    continue
                 if self._subscribers:
                     self._publish(event)
-                kind = classify(event)
                 if kind is EventKind.OTHER:
                     continue
                 self._route(kind, event)
@@ -324,6 +328,10 @@ class RealtimeSession:
                         self._inbox_send.send_nowait((kind, event))
                     except trio.WouldBlock:
                         await self._inbox_send.send((kind, event))
+
+    def _skip_malformed(self, exc: MalformedFrame) -> None:
+        self._malformed += 1
+        logger.warning("skipping a malformed frame: %s", exc)
 
     def _publish(self, event: Event) -> None:
         """Give an event to every subscriber; drop the ones cut off or gone."""
@@ -378,8 +386,7 @@ class RealtimeSession:
             try:
                 return parse_frame(data)
             except MalformedFrame as exc:
-                self._malformed += 1
-                logger.warning("skipping a malformed frame: %s", exc)
+                self._skip_malformed(exc)
 
     async def _dispatcher(self, *, task_status: trio.TaskStatus[None]) -> None:
         gate = self._gate

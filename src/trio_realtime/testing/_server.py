@@ -157,6 +157,8 @@ class FakeConnection:
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     _reading: trio.Event = attrs.field(factory=trio.Event, init=False)
     _closed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: Set when the reader has stopped: no new response may start from then on.
+    _ending: bool = attrs.field(default=False, init=False)
 
     @property
     def dialect(self) -> Dialect:
@@ -253,7 +255,7 @@ class FakeConnection:
             self._cancel(self._in_band, "turn_detected")
         while self._in_band is not None:
             await self._in_band.done.wait()
-        if self._closed.is_set():
+        if self._ending:
             raise trio.BrokenResourceError("the connection has ended")
         if vad_events:
             self._emit(
@@ -345,9 +347,13 @@ class FakeConnection:
                 self._nursery = nursery
                 nursery.start_soon(self._writer, receive_channel)
                 self._greet()
-                await self._reader()
+                try:
+                    await self._reader()
+                finally:
+                    self._ending = True
                 nursery.cancel_scope.cancel()
         finally:
+            self._ending = True
             self._closed.set()
             send_channel.close()
             self._server._notifier.notify()
