@@ -245,6 +245,9 @@ class Gate:
         self._held: set[Request] = set()
         self._waiting = 0  # queued + free lane + held
         self._sent: dict[str, Request] = {}  # by event_id
+        #: Creates sent and not yet answered (created, done or error), oldest first; unlike
+        #: ``_sent`` this keeps those whose request timed out.
+        self._unanswered: OrderedDict[str, Request] = OrderedDict()
         self._active: dict[str, _Active] = {}  # by response_id
         self._holder: Request | _Active | None = None
         self._cancel_ids = _Memory()
@@ -429,6 +432,8 @@ class Gate:
             logger.debug("response.created for finished %s (duplicate or late); ignored", rid)
             return None
         key = request_key_of(response)
+        if key is not None:
+            self._answered(key)
         request = self._sent.pop(key, None) if key is not None else None
         if request is not None:
             return self._request_created(request, rid, now)
@@ -506,6 +511,8 @@ class Gate:
             request = active.request
         else:
             key = request_key_of(response)
+            if key is not None:
+                self._answered(key)
             request = self._sent.pop(key, None) if key is not None else None
             if request is not None:  # done without a created we saw
                 request.response_id = rid
@@ -538,12 +545,17 @@ class Gate:
         """``error``: a rejected request is retried (conflict) or failed; others are ignored."""
         error = parse_error(event)
         eid = error.client_event_id
-        request = self._sent.get(eid) if eid is not None else None
-        if request is None and eid is None:
+        if eid is None:
+            # The server answers creates in order: an error without an event_id that only a
+            # create can cause belongs to the oldest create not yet answered, even one whose
+            # request already timed out.
             if error.is_conflict:
-                request = self._in_band_in_flight()
-            elif (error.param or "").startswith("response") and len(self._sent) == 1:
-                request = next(iter(self._sent.values()))
+                eid = self._oldest_unanswered(in_band=True, now=now)
+            elif (error.param or "").startswith("response"):
+                eid = self._oldest_unanswered(in_band=False, now=now)
+        if eid is not None:
+            self._answered(eid)
+        request = self._sent.get(eid) if eid is not None else None
         if request is None:
             if eid is not None and eid in self._cancel_ids:
                 logger.debug("cancel answered %s: harmless", error.code)
@@ -565,11 +577,28 @@ class Gate:
             )
         return request
 
-    def _in_band_in_flight(self) -> Request | None:
-        for request in self._sent.values():
-            if request.takes_slot:
-                return request
+    def _oldest_unanswered(self, *, in_band: bool, now: float) -> str | None:
+        # A create still unanswered ``created_timeout`` after its request timed out is
+        # presumed lost (a server that never answered it): it is forgotten.
+        expired = [
+            event_id
+            for event_id, request in self._unanswered.items()
+            if request.state is TicketState.FAILED
+            and (request.finished_at or now) + self._created_timeout <= now
+        ]
+        for event_id in expired:
+            del self._unanswered[event_id]
+        for event_id, request in self._unanswered.items():
+            if request.takes_slot or not in_band:
+                return event_id
         return None
+
+    def _answered(self, event_id: str) -> None:
+        """The server answered this create, so (answering in order) every older one too."""
+        if event_id not in self._unanswered:
+            return
+        while self._unanswered.popitem(last=False)[0] != event_id:
+            pass
 
     def _conflict(self, request: Request, blocker: str | None, now: float) -> None:
         if self._holder is request:
@@ -689,6 +718,9 @@ class Gate:
         body["metadata"] = {**(body.get("metadata") or {}), METADATA_KEY: event_id}
         self._outgoing.append({"type": "response.create", "event_id": event_id, "response": body})
         self._sent[event_id] = request
+        self._unanswered[event_id] = request
+        if len(self._unanswered) > _MEMORY:  # creates the server never answered
+            self._unanswered.popitem(last=False)
         request.state = TicketState.SENT
         request.attempts += 1
         request.sent_at = now
