@@ -465,22 +465,26 @@ class Gate:
         return request
 
     def _take_slot(self, active: _Active) -> None:
+        """An in-band response was created: it holds the slot now.
+
+        If our request was in flight, its rejection or creation is still to come: it gets the
+        slot back when this response ends. If another response held the slot, a consistent
+        server runs one in-band response at a time, so that one has ended (its done lost).
+        """
         holder = self._holder
-        if holder is None or isinstance(holder, Request) or holder.response_id is None:
-            # Free; or our request is in flight (its rejection or creation is still to come:
-            # it gets the slot back when this response ends); or this is the blocker a
-            # conflict message did not name (which may itself have displaced a request).
-            if isinstance(holder, Request):
-                active.displaced = holder
-            elif holder is not None:
-                active.displaced = holder.displaced
-            self._holder = active
-        else:
-            logger.warning(
-                "response %s started while %s holds the slot; tolerated",
-                active.response_id,
-                holder.response_id,
-            )
+        if isinstance(holder, Request):
+            active.displaced = holder
+        elif holder is not None:
+            if holder.response_id is not None:
+                logger.info(
+                    "response %s started while %s held the slot: taken as ended",
+                    active.response_id,
+                    holder.response_id,
+                )
+            active.displaced = holder.displaced
+        if active.displaced is active.request:
+            active.displaced = None
+        self._holder = active
 
     def request_of(self, event: Mapping[str, Any]) -> Request | None:
         """The request a lifecycle event belongs to, before the event is applied."""
