@@ -422,3 +422,17 @@ async def test_out_of_band_runs_beside_the_in_band_response() -> None:
             first = await peer.expect("response.create")
             second = await peer.expect("response.create")
             assert {first["event_id"], second["event_id"]} >= {oob.event_id}
+
+
+async def test_refusal_before_session_created_is_reported() -> None:
+    transport, peer = memory_pair()
+    await peer.send(
+        {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "code": "invalid_api_key", "message": "no"},
+        }
+    )
+    peer.close()
+    with trio.fail_after(5), pytest.raises(ConnectionLost, match="invalid_api_key"):
+        async with open_session(transport):
+            pass  # pragma: no cover

@@ -28,6 +28,7 @@ from ._events import (
     EventKind,
     MalformedFrame,
     classify,
+    parse_error,
     parse_frame,
     response_id_of,
     response_object,
@@ -298,15 +299,19 @@ class RealtimeSession:
 
     async def _reader(self, *, task_status: trio.TaskStatus[None]) -> None:
         with self._inbox_send:
+            refusal = ""  # what the server said before it closed, e.g. invalid_api_key
             while True:
                 event = await self._receive_event()
                 if event is None:
                     assert self._error is not None
-                    raise self._error
+                    raise ConnectionLost(f"{self._error}{refusal}") from self._error
                 if event["type"] == "session.created":
                     session = event.get("session")
                     self.server_session = session if isinstance(session, Mapping) else {}
                     break
+                if event["type"] == "error":
+                    error = parse_error(event)
+                    refusal = f" (server said {error.code}: {error.message})"
                 logger.warning("%s before session.created; skipped", event["type"])
             task_status.started()
             while True:
