@@ -414,3 +414,27 @@ def test_close_fails_everything_waiting() -> None:
     assert isinstance(queued.error, ConnectionLost)
     with pytest.raises(ConnectionLost):
         d.submit()
+
+
+def test_blocker_named_by_a_conflict_counts_as_server_started_once_it_shows() -> None:
+    d = Driver()
+    mine = d.submit()
+    d.feed(conflict(mine.event_id, "resp_vad"))  # named before its response.created arrives
+    assert d.gate.statistics().server_started == 0
+    d.feed(created("resp_vad"))
+    d.feed(created("resp_vad"))  # a duplicate is not counted again
+    assert d.gate.statistics().server_started == 1
+    assert d.gate.slot_holder == "resp_vad"
+    d.feed(done("resp_vad"))
+    assert mine.state is TicketState.SENT
+
+
+def test_blocker_that_is_a_timed_out_request_is_cancelled_when_it_shows() -> None:
+    d = Driver(created_timeout=10.0)
+    stuck = d.submit()
+    d.advance(10.1)  # stuck times out; its create is still on the wire
+    mine = d.submit()
+    d.feed(conflict(mine.event_id, "resp_late"))  # the server runs stuck's response after all
+    d.feed(created("resp_late", stuck.event_id))
+    assert [c["response_id"] for c in d.cancels()] == ["resp_late"]
+    assert d.gate.statistics().server_started == 0

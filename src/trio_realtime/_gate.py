@@ -160,6 +160,8 @@ class _Active:
     deadline: float
     cancel_sent: bool = False
     finished: bool = False
+    #: False for a response known so far only from a conflict message.
+    created_seen: bool = True
     #: Our in-band request that was in flight when this response took the slot from it: its
     #: outcome is still to come, so the slot goes back to it when this response ends.
     displaced: Request | None = None
@@ -427,7 +429,14 @@ class Gate:
             return None
         known = self._active.get(rid)
         if known is not None:
-            return known.request  # a duplicate
+            if not known.created_seen:  # the blocker a conflict named: now it shows itself
+                known.created_seen = True
+                key = request_key_of(response)
+                if key is not None and key in self._abandoned:
+                    self._send_cancel(known, now)  # a timed-out request's, after all
+                else:
+                    self._counts["server_started"] += 1
+            return known.request  # else a duplicate
         if rid in self._finished:
             logger.debug("response.created for finished %s (duplicate or late); ignored", rid)
             return None
@@ -614,6 +623,7 @@ class Gate:
                 self._holder = self._active[blocker]
             else:
                 active = _Active(blocker, None, True, now + self._response_timeout)
+                active.created_seen = False
                 if blocker is not None:
                     self._active[blocker] = active
                 self._holder = active
