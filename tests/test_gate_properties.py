@@ -792,6 +792,7 @@ GateMachine.TestCase.settings = settings(
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow] if LONG else [],
+    print_blob=True,
 )
 TestGate = GateMachine.TestCase
 
