@@ -438,3 +438,15 @@ def test_blocker_that_is_a_timed_out_request_is_cancelled_when_it_shows() -> Non
     d.feed(created("resp_late", stuck.event_id))
     assert [c["response_id"] for c in d.cancels()] == ["resp_late"]
     assert d.gate.statistics().server_started == 0
+
+
+def test_out_of_band_response_waiting_by_configuration_does_not_end_the_in_band_one() -> None:
+    d = Driver(out_of_band_takes_slot=True)
+    oob = d.submit({"conversation": "none"})  # sent: holds the slot by configuration
+    d.feed(created("resp_vad"))  # a server-started in-band response
+    d.feed(created("resp_oob", oob.event_id, conversation_id=None))
+    d.feed(done("resp_oob", oob.event_id, conversation_id=None))
+    following = d.submit()
+    assert following.state is TicketState.QUEUED  # resp_vad still runs
+    d.feed(done("resp_vad"))
+    assert following.state is TicketState.SENT

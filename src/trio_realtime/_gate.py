@@ -142,6 +142,11 @@ class Request:
     #: While SENT: when a missing ``response.created`` becomes a timeout.
     deadline: float = math.inf
 
+    @property
+    def in_band(self) -> bool:
+        """Whether its response writes to the default conversation."""
+        return bool(self.body.get("conversation", "auto") != "none")
+
     def __repr__(self) -> str:
         return (
             f"<Request #{self.seq} {self.state.value} priority={self.priority}"
@@ -340,13 +345,12 @@ class Gate:
             raise TypeError("response['metadata'] must be a mapping")
         if metadata is not None and len(metadata) >= _MAX_METADATA:
             raise ValueError(f"response['metadata'] may hold at most {_MAX_METADATA - 1} pairs")
-        in_band = body.get("conversation", "auto") != "none"
         request = Request(
             body=body,
             priority=priority,
             seq=next(self._seq),
             event_id=self._new_id(),
-            takes_slot=in_band or self._oob_takes_slot,
+            takes_slot=self._oob_takes_slot or body.get("conversation", "auto") != "none",
             queued_at=now,
             watcher=watcher,
             held=held,
@@ -466,7 +470,10 @@ class Gate:
         self._active[rid] = active
         if self._holder is request:
             self._holder = active
-        elif request.takes_slot:
+        elif request.takes_slot and (request.in_band or self._holder is None):
+            # (An out-of-band response that waits for the slot only by configuration does
+            # not prove the in-band one holding it has ended: it gets the slot back when that
+            # one ends, having been displaced by it.)
             self._take_slot(active)
         if request.cancel_requested:
             self._send_cancel(active, now)
