@@ -367,8 +367,10 @@ class GateMachine(RuleBasedStateMachine):
                 # It answers an attempt the gate gave up on (timed out): no other request may
                 # take the blame (regression: bug E). Without error.event_id the gate relies
                 # on the server answering creates in order, which a lost event breaks.
-                assert not echoed, (matched, target, event)
-                assert self.lossy, (matched, target, event)
+                # A server that answers one create twice (misbehaving) breaks that order too,
+                # and an echoed event_id is the same on every attempt of a request.
+                assert not echoed or self.misbehaved, (matched, target, event)
+                assert self.lossy or self.misbehaved, (matched, target, event)
                 self.misattributed = True
             if awaited and not self.misattributed and (echoed or not self.lossy):
                 # The rejection reaches the request it answers: a conflict sends it back to
