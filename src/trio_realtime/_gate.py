@@ -8,14 +8,19 @@ to each request's :class:`Watcher`. The session's dispatcher task is a thin loop
 
 The rules:
 
-1. Correlation. Every request's ``response.create`` carries a unique ``event_id`` and the same id in
-   ``response.metadata[METADATA_KEY]``. ``response.created`` / ``response.done`` are matched by
-   that metadata, errors by ``error.event_id``; a conflict error without ``event_id`` belongs
-   to the one in-band request in flight.
+1. Correlation. Every request's ``response.create`` carries a unique ``event_id`` and the same
+   id in ``response.metadata[METADATA_KEY]`` (the same on every attempt: an attempt's answer
+   always comes before the next attempt is sent). ``response.created`` / ``response.done`` are
+   matched by that metadata, errors by ``error.event_id``. The server answers creates in order,
+   so an error without ``event_id`` that only a create can cause belongs to the oldest create
+   not yet answered, even one whose request already timed out.
 2. The slot is a capacity-one semaphore whose holder is on record: an in-band request in flight
    (sent, not yet created) or an in-band active response, ours or not. A request is sent only
    when the slot is free. An in-band ``response.created`` that matches no request (voice
-   activity detection, another connection) takes the slot until its ``response.done``.
+   activity detection, another connection) takes the slot until its ``response.done``; if it
+   took it from our request in flight, the slot goes back to that request afterwards (its
+   answer is still to come). A new in-band ``response.created`` while another response holds
+   the slot means that one ended (its done was lost): the new one holds it.
 3. Conflict. ``conversation_already_has_active_response`` puts the request back at the head of
    the queue, never failing it; the slot passes to the response in the way (named in the
    message), and is released at once if that response already finished. Any other error for a
