@@ -10,35 +10,35 @@ On a 2-core machine (Python 3.11, one process for the server and every client), 
       "seed": 1,
       "sessions": 50,
       "requests_per_session": 2000,
-      "requests": 112939,
-      "completed": 98511,
-      "cancelled": 14208,
+      "requests": 112934,
+      "completed": 98821,
+      "cancelled": 13840,
       "incomplete": 0,
       "done_failed_status": 0,
       "failed": {
         "connection_lost": 108,
-        "timed_out": 112
+        "timed_out": 165
       },
-      "conflicts_absorbed": 9757,
+      "conflicts_absorbed": 8988,
       "conflicts_surfaced": 0,
       "lost": 0,
       "max_in_band_active": 1,
       "tasks_left": 0,
-      "rejections_sent_by_server": 9758,
-      "server_started_responses": 29903,
-      "cancels_received_by_server": 10672,
-      "forced_releases": 113,
+      "rejections_sent_by_server": 8989,
+      "server_started_responses": 29902,
+      "cancels_received_by_server": 10911,
+      "forced_releases": 185,
       "malformed_frames_injected": 16767,
       "malformed_frames_skipped": 16761,
       "sessions_opened": 86,
       "disconnects": 36,
       "connect_failures": 0,
       "fault_windows": {
-        "ignore_cancel": 92,
-        "withhold_done": 104
+        "ignore_cancel": 117,
+        "withhold_done": 136
       },
-      "elapsed_s": 369.7,
-      "peak_rss_mb": 290.3,
+      "elapsed_s": 491.2,
+      "peak_rss_mb": 292.2,
       "invariants_ok": true
     }
 
