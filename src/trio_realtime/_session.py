@@ -85,7 +85,7 @@ class RealtimeSession:
             cancel_grace=config.cancel_grace,
             out_of_band_takes_slot=config.out_of_band_takes_slot,
         )
-        self._turns: Turns[Request] = Turns()
+        self._turns: Turns[ResponseTicket] = Turns()  # follow-ups held for their turn
         self._inbox_send, self._inbox_receive = trio.open_memory_channel[_Inbound](
             config.event_buffer
         )
@@ -198,15 +198,11 @@ class RealtimeSession:
         if turn is None:
             return self._submit(response, priority=priority, held=False)
         if turn.follow_up is None:
-            turn.follow_up = self._gate.submit(
-                response, priority=priority, now=trio.current_time(), held=True
-            )
-            ResponseTicket(self, turn.follow_up)
-        ticket = turn.follow_up.watcher
-        assert isinstance(ticket, ResponseTicket)
+            turn.follow_up = self._submit(response, priority=priority, held=True)
+        ticket = turn.follow_up
         ready = self._turns.add_result(turn, call_id)
         if ready is not None:
-            self._gate.release_held(ready)
+            self._gate.release_held(ready._request)
             self._wake()
         return ticket
 
@@ -439,7 +435,7 @@ class RealtimeSession:
             if rid is not None:
                 follow_up = self._turns.on_done(rid, response)
                 if follow_up is not None:
-                    gate.release_held(follow_up)
+                    gate.release_held(follow_up._request)
         elif kind is EventKind.ERROR:
             gate.on_error(event, now=now)
         self._broadcast()
