@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio_websocket import WebSocketConnection
+
+from trio_realtime.testing._raw_client import open_raw_client
 
 HERE = Path(__file__).resolve().parent
 SERVER_SCRIPT = HERE / "bench_server.py"
@@ -178,27 +180,12 @@ def url(port: int, **query: Any) -> str:
 async def open_raw_ws(
     port: int, resource_path: str, *, receive_buffer_size: int = RECEIVE_BUFFER
 ) -> AsyncIterator[WebSocketConnection]:
-    """A bare trio-websocket client. trio-websocket 0.12.2 leaves the client socket open when
-    the server closes first, so the TCP stream is opened and closed here."""
-    async with trio.open_nursery() as nursery:
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        try:
-            ws = await wrap_client_stream(
-                nursery,
-                stream,
-                "127.0.0.1",
-                resource_path,
-                max_message_size=MAX_MESSAGE_SIZE,
-                receive_buffer_size=receive_buffer_size,
-            )
-            try:
-                yield ws
-            finally:
-                with trio.move_on_after(1) as scope:
-                    scope.shield = True
-                    await ws.aclose()
-        finally:
-            await trio.aclose_forcefully(stream)
+    """A bare trio-websocket client (the fake server's test client, which opens and closes the
+    TCP stream itself: trio-websocket 0.12.2 leaves it open when the server closes first)."""
+    async with open_raw_client(
+        port, resource_path, receive_buffer_size=receive_buffer_size
+    ) as client:
+        yield client.ws
 
 
 def resource_of(port: int, **query: Any) -> str:

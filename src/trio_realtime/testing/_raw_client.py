@@ -58,6 +58,7 @@ async def open_raw_client(
     resource: str = "/v1/realtime?model=gpt-realtime",
     *,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
+    receive_buffer_size: int | None = 4096,
 ) -> AsyncIterator[RawClient]:
     """Connect to ``ws://127.0.0.1:<port><resource>``; close everything on exit."""
     async with trio.open_nursery() as nursery:
@@ -70,6 +71,7 @@ async def open_raw_client(
                 resource,
                 extra_headers=extra_headers,
                 max_message_size=_MAX_MESSAGE_SIZE,
+                receive_buffer_size=receive_buffer_size,
             )
             try:
                 yield RawClient(ws)
