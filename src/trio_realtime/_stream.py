@@ -65,10 +65,8 @@ class EventStream:
 
     async def __anext__(self) -> Event:
         try:
-            return await self._receive.receive()
+            return await self.receive()
         except trio.EndOfChannel:
-            if self._error is not None:
-                raise self._error from None
             raise StopAsyncIteration from None
 
     async def receive(self) -> Event:
