@@ -10,8 +10,8 @@ from ._errors import RealtimeError as RealtimeError
 from ._errors import ResponseRejected as ResponseRejected
 from ._errors import ResponseTimeout as ResponseTimeout
 from ._errors import SessionClosed as SessionClosed
-from ._gate import ResponseResult as ResponseResult
 from ._gate import TicketState as TicketState
+from ._result import ResponseResult as ResponseResult
 from ._session import RealtimeSession as RealtimeSession
 from ._session import SessionStatistics as SessionStatistics
 from ._session import open_session as open_session

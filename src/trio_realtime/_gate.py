@@ -61,6 +61,7 @@ from ._events import (
     response_object,
     status_of,
 )
+from ._result import ResponseResult
 
 __all__ = [
     "CancelTarget",
@@ -94,21 +95,6 @@ class TicketState(enum.Enum):
     @property
     def terminal(self) -> bool:
         return self in (TicketState.DONE, TicketState.FAILED)
-
-
-@attrs.frozen
-class ResponseResult:
-    """How a response ended."""
-
-    #: ``completed``, ``cancelled``, ``failed`` or ``incomplete``.
-    status: str
-    #: The ``response`` object of ``response.done``; None when cancelled before it was sent.
-    response: Mapping[str, Any] | None = attrs.field(repr=False)
-
-    @property
-    def response_id(self) -> str | None:
-        rid = self.response.get("id") if self.response is not None else None
-        return rid if isinstance(rid, str) else None
 
 
 class Watcher(Protocol):

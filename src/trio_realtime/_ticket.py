@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._gate import Request, ResponseResult, TicketState
+from ._gate import Request, TicketState
+from ._result import ResponseResult
 from ._stream import EventStream
 
 if TYPE_CHECKING:
