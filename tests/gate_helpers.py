@@ -76,29 +76,30 @@ class Driver:
         self.gate = Gate(**options)
         self.now = 0.0
         self.sent: list[Event] = []
+        self.ended: list[str] = []
 
     def submit(self, body: Event | None = None, priority: int = 0, **kw: Any) -> Request:
         request = self.gate.submit(body, priority=priority, now=self.now, **kw)
         self.pump()
         return request
 
+    def collect(self) -> list[Event]:
+        effects = self.gate.take_effects()
+        if effects is None:
+            return []
+        self.sent.extend(effects.send)
+        self.ended.extend(rid for rid, _ in effects.ended)
+        return effects.send
+
     def pump(self) -> list[Event]:
-        self.gate.on_tick(now=self.now)
+        """What the session does after an input: the deadlines, then the queue."""
+        new = self.collect()
+        self.gate.tick(now=self.now)
         self.gate.pump(now=self.now)
-        new = self.gate.take_outgoing()
-        self.sent.extend(new)
-        return new
+        return new + self.collect()
 
     def feed(self, event: Event) -> list[Event]:
-        kind = event["type"]
-        if kind == "response.created":
-            self.gate.on_created(event, now=self.now)
-        elif kind in ("response.done", "response.cancelled"):
-            self.gate.on_done(event, now=self.now)
-        elif kind == "error":
-            self.gate.on_error(event, now=self.now)
-        else:
-            self.gate.on_response_event(event["response_id"], now=self.now)
+        self.gate.receive_event(event, now=self.now)
         return self.pump()
 
     def advance(self, seconds: float) -> list[Event]:

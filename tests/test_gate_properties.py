@@ -102,17 +102,11 @@ def _queue_key(request: Request, attempts: int) -> tuple[int, ...]:
 
 
 class Recorder:
-    """A watcher that records every state a request is reported in."""
+    """Records every state a request is reported in (the gate's effects)."""
 
     def __init__(self) -> None:
         self.states: list[TicketState] = []
         self.events: list[Event] = []
-
-    def request_changed(self, request: Request) -> None:
-        self.states.append(request.state)
-
-    def request_event(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
 
 
 @attrs.define
@@ -209,6 +203,8 @@ class GateMachine(RuleBasedStateMachine):
         #: id(error event) -> the create it answers (the model knows, echoed or not).
         self.answers: dict[int, tuple[Event, Request, int]] = {}
         self.accepted: Counter[str] = Counter()  # event_id -> responses the server started
+        #: id(error event) -> the application event it answers.
+        self.app_of_error: dict[int, str] = {}
         # What the gate was told, for invariants 1 and 4.
         self.done_delivered: set[str] = set()
         self.in_band_created_delivered: set[str] = set()
@@ -217,6 +213,12 @@ class GateMachine(RuleBasedStateMachine):
         self.force_released: set[str] = set()
         self.ghosts = itertools.count(1)
         self.history: list[Event] = []  # created and done events delivered, for duplicates
+        #: Rule 5: requests in the order they were reported SENT, and creates in wire order.
+        self.sent_order: list[str] = []
+        self.wire_order: list[str] = []
+        #: Client events the application sent (rule 2): event_id -> (sent at, answered).
+        self.app_events: dict[str, list[Any]] = {}
+        self.app_ids = itertools.count(1)
         self.gate: Gate
 
     # ------------------------------------------------------------------ driving the gate
@@ -230,6 +232,21 @@ class GateMachine(RuleBasedStateMachine):
             out_of_band_takes_slot=oob_takes_slot,
         )
 
+    def _effects(self) -> list[Event]:
+        """Take the gate's effects: record each move, check rule 5, return what to send."""
+        effects = self.gate.take_effects()
+        if effects is None:
+            return []
+        for request, state in effects.changed:
+            self.recorders[id(request)].states.append(state)
+            if state is TicketState.SENT:
+                self.sent_order.append(request.event_id)
+        creates = [e["event_id"] for e in effects.send if e["type"] == "response.create"]
+        self.wire_order.extend(creates)
+        # Rule 5: no create overtakes one already SENT: the wire order is the SENT order.
+        assert self.wire_order == self.sent_order[: len(self.wire_order)]
+        return effects.send
+
     def _collect(self, outgoing: list[Event], *, may_create: bool = False) -> None:
         for event in outgoing:
             assert event["type"] in ("response.create", "response.cancel"), event
@@ -241,10 +258,10 @@ class GateMachine(RuleBasedStateMachine):
 
     def _tick(self) -> None:
         before = set(self.gate.active_response_ids())
-        self.gate.on_tick(now=self.now)
-        # on_tick removes an active response only when it force-releases it.
+        self.gate.tick(now=self.now)
+        # tick removes an active response only when it force-releases it.
         self.force_released |= before - set(self.gate.active_response_ids())
-        self._collect(self.gate.take_outgoing())
+        self._collect(self._effects())
 
     def _pump(self) -> None:
         """What the dispatcher does after every input: apply deadlines, then send what may go."""
@@ -256,12 +273,15 @@ class GateMachine(RuleBasedStateMachine):
                 and self.sent_creates[request.event_id] > self.answered[request.event_id]
             ):
                 self.lossy = True  # the gate presumes this create lost
+        for sent_at, answered in self.app_events.values():
+            if not answered and sent_at + CREATED_TIMEOUT <= self.now:
+                self.lossy = True  # the gate presumes it answered silently
         self._tick()
         holder_before = self.gate.slot_holder
         snapshot = [r for r in self.requests if r.state is TicketState.QUEUED and not r.held]
         in_flight_before = [r for r in self.requests if r.state is TicketState.SENT]
         self.gate.pump(now=self.now)
-        outgoing = self.gate.take_outgoing()
+        outgoing = self._effects()
         creates = [e for e in outgoing if e["type"] == "response.create"]
         sent = [self.by_event_id[e["event_id"]] for e in creates]
         for event, request in zip(creates, sent, strict=True):
@@ -313,7 +333,11 @@ class GateMachine(RuleBasedStateMachine):
     def _feed(self, event: Event) -> None:
         kind = event["type"]
         gate = self.gate
-        if kind == "response.created":
+        retried: tuple[Request, int] | None = None
+        if kind == "session.updated":
+            self._app_answered(event["event_id"].removeprefix("ack_"))
+            gate.receive_event(event, now=self.now)
+        elif kind == "response.created":
             self.history.append(event)
             response = event["response"]
             if response.get("conversation_id") is not None:
@@ -332,7 +356,18 @@ class GateMachine(RuleBasedStateMachine):
             if key is not None and response["id"] not in self.answered_by:
                 self.answered_by.add(response["id"])
                 self.answered[key] += 1
-            gate.on_created(event, now=self.now)
+            owner = self.by_event_id.get(key) if key is not None else None
+            abandoned = (
+                owner is not None
+                and owner.state is TicketState.FAILED
+                and response["id"] not in self.done_delivered
+            )
+            gate.receive_event(event, now=self.now)
+            self._collect(self._effects())
+            if abandoned and not (self.misbehaved or self.misattributed):
+                # Rule 7: a late created of a request given up on is always cancelled by id,
+                # whatever happened before (misbehaviour 4).
+                assert response["id"] in self.cancelled_ids, (owner, response["id"])
         elif kind in ("response.done", "response.cancelled"):
             self.history.append(event)
             rid = event.get("response_id") or event["response"]["id"]
@@ -340,7 +375,7 @@ class GateMachine(RuleBasedStateMachine):
             if key is not None and rid not in self.answered_by:  # done without created
                 self.answered_by.add(rid)
                 self.answered[key] += 1
-            gate.on_done(event, now=self.now)
+            gate.receive_event(event, now=self.now)
             self.done_delivered.add(rid)
         elif kind == "error":
             message = event["error"]["message"]
@@ -350,9 +385,27 @@ class GateMachine(RuleBasedStateMachine):
                 and target.state is TicketState.SENT
                 and target.attempts == attempt
             )
-            matched = gate.on_error(event, now=self.now)
             echoed = event["error"]["event_id"] is not None
             is_conflict = message.startswith(CONFLICT_MESSAGE_PREFIX)
+            param = event["error"]["param"]
+            # Rule 2: without event_id, a create's error that is no conflict and names no
+            # response.* param is attributed only when that create is the only client event
+            # still awaiting an answer (misbehaviour 5).
+            alone = target is not None and self._only_unanswered(target)
+            app_target = self.app_of_error.pop(id(event), None)
+            if app_target is not None:
+                self._app_answered(app_target)
+            blind_retry = (
+                is_conflict
+                and "resp_" not in message
+                and target is not None
+                and awaited
+                and gate.slot_holder is target
+                and not gate.active_response_ids()
+                and not target.blind_conflict
+                and not target.cancel_requested
+            )
+            matched = gate.receive_event(event, now=self.now)
             if is_conflict and "resp_" in message and matched is not None:
                 # A conflict the gate matched names a response that still runs, whatever the
                 # gate assumed (not what a response.done said: the server may name a response
@@ -363,6 +416,11 @@ class GateMachine(RuleBasedStateMachine):
                 self.force_released.discard(rid)
             if target is not None:
                 self.answered[target.event_id] += 1
+            if matched is not None and target is None:
+                # An application event's error blamed on a request: only when the order of
+                # answers was broken (lost events), or the server misbehaved.
+                assert self.lossy or self.misbehaved, (matched, event)
+                self.misattributed = True
             if target is not None and not awaited and matched is not None:
                 # It answers an attempt the gate gave up on (timed out): no other request may
                 # take the blame (regression: bug E). Without error.event_id the gate relies
@@ -372,21 +430,49 @@ class GateMachine(RuleBasedStateMachine):
                 assert not echoed or self.misbehaved, (matched, target, event)
                 assert self.lossy or self.misbehaved, (matched, target, event)
                 self.misattributed = True
-            if awaited and not self.misattributed and (echoed or not self.lossy):
+            explicit = echoed or is_conflict or (param or "").startswith("response") or alone
+            if awaited and not self.misattributed and explicit and (echoed or not self.lossy):
                 # The rejection reaches the request it answers: a conflict sends it back to
                 # the queue (or ends it, when cancelled), any other error fails it.
                 assert matched is target, (matched, target, event)
-                if is_conflict:
+                if blind_retry:
+                    retried = (target, attempt)
+                elif is_conflict:
                     assert target.state in (TicketState.QUEUED, TicketState.DONE), target
                     assert target.attempts == attempt
                 else:
                     assert target.state is TicketState.FAILED, target
         else:
-            request = gate.on_response_event(event["response_id"], now=self.now)
-            if request is not None and request.watcher is not None:
-                request.watcher.request_event(event)
-        self._collect(gate.take_outgoing())
+            request = gate.receive_event(event, now=self.now)
+            if request is not None:
+                self.recorders[id(request)].events.append(event)
+        self._collect(self._effects())
         self._pump()
+        if retried is not None:
+            # Rule 4: a conflict naming nothing while nothing is known to run is retried at
+            # once (misbehaviour 3: it used to wait 35 s for an unnamed blocker).
+            request, attempt = retried
+            assert request.state is TicketState.SENT, request
+            assert request.attempts == attempt + 1
+
+    def _app_answered(self, event_id: str) -> None:
+        """The server answered this application event: the order of answers says every
+        client event sent before it was read too."""
+        if event_id in self.app_events:
+            self.app_events[event_id][1] = True
+
+    def _only_unanswered(self, target: Request) -> bool:
+        """Whether ``target``'s create is the only client event still awaiting an answer."""
+        if any(not answered for _, answered in self.app_events.values()):
+            return False
+        return (
+            all(
+                self.sent_creates[r.event_id] <= self.answered[r.event_id]
+                for r in self.requests
+                if r is not target
+            )
+            and self.sent_creates[target.event_id] == self.answered[target.event_id] + 1
+        )
 
     # ------------------------------------------------------------------ client rules
 
@@ -408,17 +494,24 @@ class GateMachine(RuleBasedStateMachine):
         recorder = Recorder()
         if self.closed:
             with pytest.raises(ConnectionLost):
-                self.gate.submit(body, priority=priority, now=self.now, watcher=recorder)
+                self.gate.submit(body, priority=priority, now=self.now, owner=recorder)
             return
-        request = self.gate.submit(
-            body, priority=priority, now=self.now, watcher=recorder, held=held
-        )
+        request = self.gate.submit(body, priority=priority, now=self.now, owner=recorder, held=held)
         assert request.state is TicketState.QUEUED
         self.requests.append(request)
         self.recorders[id(request)] = recorder
         self.by_event_id[request.event_id] = request
-        self._collect(self.gate.take_outgoing())
+        self._collect(self._effects())
         self._pump()
+
+    @precondition(lambda self: not self.closed)
+    @rule()
+    def send_app_event(self) -> None:
+        """The application sends another client event (rule 2: it awaits its answer)."""
+        event = {"type": "session.update", "event_id": f"evt_app_{next(self.app_ids)}"}
+        self.app_events[event["event_id"]] = [self.now, False]
+        self.gate.client_event_sent(event, now=self.now)
+        self.server.inbox.append(event)
 
     @precondition(lambda self: not self.closed and any(r.held for r in self.requests))
     @rule(data=st.data())
@@ -430,7 +523,7 @@ class GateMachine(RuleBasedStateMachine):
         assert request.state is before
         if before is TicketState.QUEUED:
             assert not request.held
-        self._collect(self.gate.take_outgoing())
+        self._collect(self._effects())
         self._pump()
 
     @precondition(lambda self: not self.closed and self.requests)
@@ -450,7 +543,7 @@ class GateMachine(RuleBasedStateMachine):
             assert request.result.status == "cancelled"
         elif before.terminal:
             assert request.state is before
-        self._collect(self.gate.take_outgoing())
+        self._collect(self._effects())
         self._pump()
 
     @precondition(lambda self: not self.closed)
@@ -460,7 +553,7 @@ class GateMachine(RuleBasedStateMachine):
         if isinstance(holder, Request):
             self.cancel_wanted.setdefault(id(holder), holder.attempts)
         self.gate.cancel_active(now=self.now)
-        self._collect(self.gate.take_outgoing())
+        self._collect(self._effects())
         self._pump()
 
     @precondition(lambda self: not self.closed)
@@ -476,6 +569,7 @@ class GateMachine(RuleBasedStateMachine):
         if dice != 7:
             return
         self.gate.close(ConnectionLost("connection lost"), now=self.now)
+        self._effects()
         self.closed = True
         assert self.gate.closed
         assert self.gate.slot_holder is None
@@ -492,8 +586,22 @@ class GateMachine(RuleBasedStateMachine):
         event = self.server.inbox.popleft()
         if event["type"] == "response.create":
             self._server_create(event, data)
+        elif event["type"] == "session.update":
+            self._server_app_event(event, data)
         else:
             self._server_cancel(event, data)
+
+    def _server_app_event(self, event: Event, data: st.DataObject) -> None:
+        how = data.draw(st.sampled_from(["ack", "ack", "error", "error without id"]), label="app")
+        if how == "ack":
+            self.server.outbox.append(
+                {"type": "session.updated", "event_id": f"ack_{event['event_id']}"}
+            )
+        else:
+            event_id = event["event_id"] if how == "error" else None
+            answer = _error("invalid_value", "Invalid session", event_id, None)
+            self.app_of_error[id(answer)] = event["event_id"]
+            self.server.outbox.append(answer)
 
     def _server_create(self, event: Event, data: st.DataObject) -> None:
         server = self.server
@@ -521,7 +629,7 @@ class GateMachine(RuleBasedStateMachine):
                 return
         outcome = data.draw(st.sampled_from(["accept"] * 6 + ["invalid"]), label="outcome")
         if outcome == "invalid":
-            param = None if echo else "response.voice"
+            param = data.draw(st.sampled_from([None, "response.voice"]), label="param")
             self._answer(event, _error("invalid_value", "Invalid voice", event_id, param))
             return
         withhold = data.draw(st.integers(0, 9), label="withhold created") == 0
@@ -754,7 +862,11 @@ class GateMachine(RuleBasedStateMachine):
     def _server_answer(self, event: Event) -> None:
         """The well-behaved server: accepts what it can, rejects conflicts, honors cancels."""
         server = self.server
-        if event["type"] == "response.create":
+        if event["type"] == "session.update":
+            server.outbox.append(
+                {"type": "session.updated", "event_id": f"ack_{event['event_id']}"}
+            )
+        elif event["type"] == "response.create":
             body = event["response"]
             in_band = body.get("conversation", "auto") != "none"
             blocker = server.in_band_active() if in_band else None

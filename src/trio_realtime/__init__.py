@@ -10,6 +10,7 @@ from ._errors import RealtimeError as RealtimeError
 from ._errors import ResponseRejected as ResponseRejected
 from ._errors import ResponseTimeout as ResponseTimeout
 from ._errors import SessionClosed as SessionClosed
+from ._errors import SessionRefused as SessionRefused
 from ._gate import TicketState as TicketState
 from ._result import ResponseResult as ResponseResult
 from ._session import RealtimeSession as RealtimeSession
@@ -36,6 +37,7 @@ __all__ = [
     "ResponseTimeout",
     "SessionClosed",
     "SessionConfig",
+    "SessionRefused",
     "SessionStatistics",
     "TicketState",
     "TicketTimings",

@@ -8,6 +8,8 @@ transport seam, with ``raise ... from exc``. No message ever contains a credenti
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 __all__ = [
     "ConnectionLost",
     "EventBufferOverflow",
@@ -16,7 +18,11 @@ __all__ = [
     "ResponseRejected",
     "ResponseTimeout",
     "SessionClosed",
+    "SessionRefused",
+    "fresh",
 ]
+
+E = TypeVar("E", bound=BaseException)
 
 
 class RealtimeError(Exception):
@@ -30,13 +36,27 @@ class SessionClosed(RealtimeError):
 class ConnectionLost(RealtimeError):
     """The connection to the Realtime server broke, or the server closed it.
 
-    ``code`` and ``reason`` carry the WebSocket close code and reason when the server sent one.
+    ``code`` and ``reason`` carry the WebSocket close code and reason when the server sent one
+    (:class:`SessionRefused`: the server's error code instead).
     """
 
-    def __init__(self, message: str, *, code: int | None = None, reason: str | None = None):
+    def __init__(
+        self, message: str, *, code: int | str | None = None, reason: str | None = None
+    ) -> None:
         super().__init__(message)
-        self.code = code
+        self.code: int | str | None = code
         self.reason = reason
+
+
+class SessionRefused(ConnectionLost):
+    """The server refused the session before ``session.created`` (e.g. ``invalid_api_key``).
+
+    ``code`` is the server's error code (not a close code) and ``message`` its message.
+    """
+
+    def __init__(self, code: str | None, message: str):
+        super().__init__(f"the server refused the session ({code}): {message}", code=code)
+        self.message = message
 
 
 class QueueFull(RealtimeError):
@@ -61,3 +81,17 @@ class ResponseTimeout(RealtimeError):
 
 class EventBufferOverflow(RealtimeError):
     """A subscriber or ticket iterator fell more than its buffer behind and was cut off."""
+
+
+def fresh(error: E) -> E:
+    """A new exception equal to ``error``, to raise where ``error`` is stored and shared.
+
+    Raising one stored exception from many places grows its traceback and lets any raise
+    rewrite its ``__cause__`` for everyone; as trio's channels do, each raise gets its own
+    exception, with the stored one's cause.
+    """
+    new = type(error).__new__(type(error), *error.args)
+    new.__dict__.update(error.__dict__)
+    new.__cause__ = error.__cause__
+    new.__suppress_context__ = True
+    return new

@@ -16,9 +16,11 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "ANSWERS",
     "CANCEL_NOT_ACTIVE",
     "CONFLICT",
     "METADATA_KEY",
+    "UNANSWERED",
     "EventKind",
     "MalformedFrame",
     "ServerError",
@@ -61,14 +63,33 @@ class EventKind(enum.Enum):
     DONE = "done"  #: ``response.done`` or ``response.cancelled``
     ERROR = "error"  #: ``error``
     RESPONSE = "response"  #: any other event that names its response (deltas, items, parts)
+    ACK = "ack"  #: the acknowledgement of a client event (``session.updated``, ...)
     OTHER = "other"  #: everything else: subscribers only
 
+
+#: The server event(s) that answer a client event, by the client event's type (spec). A
+#: client event whose type is not here and is not in :data:`UNANSWERED` is answered only by
+#: an error, if at all.
+ANSWERS: Mapping[str, tuple[str, ...]] = {
+    "session.update": ("session.updated",),
+    "transcription_session.update": ("transcription_session.updated",),
+    "conversation.item.create": ("conversation.item.created", "conversation.item.added"),
+    "conversation.item.delete": ("conversation.item.deleted",),
+    "conversation.item.truncate": ("conversation.item.truncated",),
+    "conversation.item.retrieve": ("conversation.item.retrieved",),
+    "input_audio_buffer.commit": ("input_audio_buffer.committed",),
+    "input_audio_buffer.clear": ("input_audio_buffer.cleared",),
+    "output_audio_buffer.clear": ("output_audio_buffer.cleared",),
+}
+#: Client events the protocol never acknowledges (spec: "unacknowledged").
+UNANSWERED = frozenset({"input_audio_buffer.append"})
 
 _LIFECYCLE = {
     RESPONSE_CREATED: EventKind.CREATED,
     RESPONSE_DONE: EventKind.DONE,
     RESPONSE_CANCELLED: EventKind.DONE,
     ERROR: EventKind.ERROR,
+    **{answer: EventKind.ACK for answers in ANSWERS.values() for answer in answers},
 }
 
 
@@ -99,6 +120,8 @@ def classify(event: Mapping[str, Any]) -> EventKind:
     if kind is EventKind.ERROR:
         if not isinstance(event.get("error"), Mapping):
             raise MalformedFrame("error event without an 'error' object")
+        return kind
+    if kind is EventKind.ACK:
         return kind
     if kind is not None:
         if response_id_of(event) is None:

@@ -1,40 +1,81 @@
 """The one-active-response rules, as a plain state machine: no sockets, no clock, no Trio.
 
 The Realtime API lets one response at a time write to the default conversation. The gate
-decides, for every request and every server lifecycle event, who holds that right (the *slot*)
-and what the client must send next. It is fed inputs and the current time; it answers with
-client events to send (:meth:`Gate.take_outgoing`) and with state changes of requests, reported
-to each request's :class:`Watcher`. The session's dispatcher task is a thin loop around it.
+decides, for every request and every server event, who holds that right (the *slot*) and what
+the client must send. It is told everything that happens, through one method per kind of input:
 
-The rules:
+- :meth:`Gate.submit`, :meth:`Gate.release_held`, :meth:`Gate.cancel`,
+  :meth:`Gate.cancel_active` and :meth:`Gate.client_event_sent`: the application;
+- :meth:`Gate.receive_event`: every server event the gate cares about (see
+  :class:`~trio_realtime._events.EventKind`), in arrival order;
+- :meth:`Gate.tick`: the clock, whenever :meth:`Gate.next_deadline` has passed;
+- :meth:`Gate.pump`: the one place where the slot is taken for a queued request and its
+  ``response.create`` is emitted (the session's dispatcher task calls it, and only it);
+- :meth:`Gate.close`: the end.
 
-1. Correlation. Every request's ``response.create`` carries a unique ``event_id`` and the same
-   id in ``response.metadata[METADATA_KEY]`` (the same on every attempt: an attempt's answer
-   always comes before the next attempt is sent). ``response.created`` / ``response.done`` are
-   matched by that metadata, errors by ``error.event_id``. The server answers creates in order,
-   so an error without ``event_id`` that only a create can cause belongs to the oldest create
-   not yet answered, even one whose request already timed out.
-2. The slot is a capacity-one semaphore whose holder is on record: an in-band request in flight
-   (sent, not yet created) or an in-band active response, ours or not. A request is sent only
-   when the slot is free. An in-band ``response.created`` that matches no request (voice
-   activity detection, another connection) takes the slot until its ``response.done``; if it
-   took it from our request in flight, the slot goes back to that request afterwards (its
-   answer is still to come). A new in-band ``response.created`` while another response holds
-   the slot means that one ended (its done was lost): the new one holds it.
-3. Conflict. ``conversation_already_has_active_response`` puts the request back at the head of
-   the queue, never failing it; the slot passes to the response in the way (named in the
-   message), and is released at once if that response already finished. Any other error for a
-   request fails it with :class:`ResponseRejected`.
-4. Cancel. A queued request is dropped and never sent; a sent one is cancelled by id as soon
-   as its ``response.created`` arrives (the server ignores a cancel before that); an active one
-   gets ``response.cancel`` with its id.
-5. Deadlines. No ``response.created`` within ``created_timeout``: the request fails with
-   :class:`ResponseTimeout` and a late ``response.created`` is cancelled by id. No event of
-   the slot's response within ``response_timeout``: it is cancelled by id; no
-   ``response.done`` within ``cancel_grace`` after any cancel: the slot is force-released.
-6. Out-of-band requests (``"conversation": "none"``) skip the slot unless configured otherwise.
-7. Anything unexpected (unknown ids, duplicates, done without created) is tolerated.
-8. :meth:`Gate.close` fails every request still waiting.
+It never calls out. What it decided waits in :class:`Effects` (client events to send, in wire
+order; requests that moved; responses that ended) until the shell takes it with
+:meth:`Gate.take_effects`.
+
+The rules
+---------
+
+1. **Correlation.** Every request's ``response.create`` carries a unique ``event_id`` and the
+   same id in ``response.metadata[METADATA_KEY]`` (the same on every attempt: an attempt's
+   answer always comes before the next attempt is sent). ``response.created`` and
+   ``response.done`` are matched by that metadata, errors by ``error.event_id``.
+2. **Errors without ``error.event_id``.** The server handles client events in order, so an
+   answer to one event answers every event sent before it too. An error without an
+   ``event_id`` is the answer of:
+
+   - the oldest unanswered in-band ``response.create``, if it is the conflict (rule 4), even
+     one whose request already timed out: only a create can cause it;
+   - nobody's, if it is ``response_cancel_not_active`` (a cancel's: harmless);
+   - the oldest unanswered ``response.create``, if its ``param`` starts with ``response``;
+   - otherwise the oldest unanswered ``response.create`` only when it is the *only* client
+     event still awaiting an answer; if anything else the application sent awaits one, the
+     error is ambiguous and is logged, not attributed.
+
+   A client event awaits an answer from when it is sent until its answer arrives (an error
+   naming it, or the acknowledgement :data:`~trio_realtime._events.ANSWERS` lists; for a
+   ``response.create``, its ``response.created``, ``response.done`` or error), until an event
+   sent after it is answered, or until ``created_timeout`` has passed (for a create: after
+   its request timed out), after which no answer is expected any more.
+   ``input_audio_buffer.append`` is never answered (the protocol does not acknowledge it), so
+   it never awaits one; the library's own ``response.cancel`` events are answered only by
+   their response's end or ``response_cancel_not_active``.
+3. **The slot** is a capacity-one semaphore whose holder is on record (see :class:`Slot`). A
+   queued in-band request is sent only when it is free, and reserves it. An in-band
+   ``response.created`` that matches no request (voice activity detection, another
+   connection) holds it until its ``response.done``; if it overtook our request in flight,
+   the slot goes back to that request afterwards (its answer is still to come). A new
+   in-band ``response.created`` while another response holds the slot means that one ended
+   (its done was lost): the new one holds it.
+4. **Conflict.** ``conversation_already_has_active_response`` puts the request back at the
+   head of the queue, never failing it. The slot passes to the response in the way: the one
+   the message names (released at once if its done already came), or, when the message names
+   none, the in-band response known to run. When none is known to run, the request is
+   retried at once; a second such conflict in a row holds the slot for an unnamed response
+   until any in-band ``response.done`` or its deadline (rule 7). Any other error for a request
+   fails it with :class:`ResponseRejected`.
+5. **Order.** Queued requests go by priority, then FIFO; a request sent back by a conflict
+   goes first. Priorities order only what is still queued: a request is marked ``SENT`` in
+   the step that emits its ``response.create``, and the shell writes the emitted events in
+   order, so no create overtakes one already ``SENT``.
+6. **Cancel.** A queued request is dropped and never sent; a sent one is cancelled by id as
+   soon as its ``response.created`` arrives (the server cannot cancel it before: it answers
+   ``response_cancel_not_active`` and starts it anyway); an active one gets
+   ``response.cancel`` with its id. ``cancel_active`` interrupts whatever holds the slot.
+7. **Deadlines.** No ``response.created`` within ``created_timeout``: the request fails with
+   :class:`ResponseTimeout`, and its late ``response.created`` is cancelled by id whenever it
+   comes, whatever happened before. No event of a running response within
+   ``response_timeout``: it is cancelled by id; no ``response.done`` within ``cancel_grace``
+   after any cancel: the slot is force-released and the response counts as ended.
+8. **Out-of-band** requests (``"conversation": "none"``) skip the slot unless configured
+   otherwise.
+9. **Tolerance.** Unknown ids, duplicates, a ``response.done`` without its
+   ``response.created`` (it finishes the request its metadata names) are tolerated.
+10. **The end.** :meth:`Gate.close` fails every request still waiting; later submits raise.
 """
 
 from __future__ import annotations
@@ -47,13 +88,19 @@ import math
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
 from ._errors import QueueFull, RealtimeError, ResponseRejected, ResponseTimeout
 from ._events import (
+    ANSWERS,
+    CANCEL_NOT_ACTIVE,
     METADATA_KEY,
+    RESPONSE_CANCELLED,
+    RESPONSE_CREATED,
+    RESPONSE_DONE,
+    UNANSWERED,
     is_in_band,
     parse_error,
     request_key_of,
@@ -64,23 +111,30 @@ from ._events import (
 from ._result import ResponseResult
 
 __all__ = [
+    "SLOT_MOVES",
+    "TICKET_MOVES",
     "CancelTarget",
+    "Effects",
     "Gate",
     "GateStatistics",
     "Request",
-    "ResponseResult",
+    "Slot",
+    "SlotState",
     "TicketState",
-    "Watcher",
+    "queue_key",
 ]
 
-logger = logging.getLogger("trio_realtime.gate")
+logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 
-#: How many finished response ids and abandoned request ids are remembered.
+#: How many finished response ids, abandoned requests and unanswered events are remembered.
 _MEMORY = 256
 #: Most metadata pairs the API accepts on a response.
 _MAX_METADATA = 16
+
+
+# ---------------------------------------------------------------------- states and moves
 
 
 class TicketState(enum.Enum):
@@ -97,14 +151,49 @@ class TicketState(enum.Enum):
         return self in (TicketState.DONE, TicketState.FAILED)
 
 
-class Watcher(Protocol):
-    """Told synchronously of every state change of a request (the session's tickets)."""
+_Q, _S, _A, _D, _F = (
+    TicketState.QUEUED,
+    TicketState.SENT,
+    TicketState.ACTIVE,
+    TicketState.DONE,
+    TicketState.FAILED,
+)
 
-    def request_changed(self, request: Request) -> None: ...
+#: Every move a request may make; any other is a bug and raises.
+TICKET_MOVES: Mapping[TicketState, frozenset[TicketState]] = {
+    _Q: frozenset({_S, _D, _F}),  # sent; cancelled before sending; closed
+    _S: frozenset({_Q, _A, _D, _F}),  # conflict; created; done without created or cancelled
+    # at a conflict; rejected, timed out or closed
+    _A: frozenset({_D, _F}),  # done; force-released or closed
+    _D: frozenset(),
+    _F: frozenset(),
+}
 
-    def request_event(self, event: dict[str, Any]) -> None:
-        """A server event of the request's response (called by the dispatcher, not the gate)."""
-        ...
+
+class SlotState(enum.Enum):
+    """Who holds the one in-band slot."""
+
+    FREE = "free"
+    #: Our in-band request is in flight (sent, not yet created): its answer is to come.
+    RESERVED = "reserved"
+    #: A response runs, ours or the server's (possibly known only from a conflict message).
+    HELD = "held"
+    #: A conflict said a response runs, without naming it: held until any in-band
+    #: ``response.done``, a new in-band ``response.created``, or the deadline.
+    HELD_UNNAMED = "held by an unnamed response"
+
+
+_FREE, _RESERVED, _HELD, _UNNAMED = SlotState
+
+#: Every move the slot may make (any state may also become FREE, and HELD may pass to
+#: another response); any other is a bug and raises.
+SLOT_MOVES: Mapping[SlotState, frozenset[SlotState]] = {
+    _FREE: frozenset({_RESERVED, _HELD}),  # a create sent; a response started
+    _RESERVED: frozenset({_FREE, _HELD, _UNNAMED}),  # answered; created (ours or not); conflict
+    _HELD: frozenset({_FREE, _RESERVED, _HELD}),  # ended; back to the displaced request;
+    # a newer response, or the displaced request's own
+    _UNNAMED: frozenset({_FREE, _RESERVED, _HELD}),
+}
 
 
 @attrs.define(eq=False, repr=False)
@@ -116,10 +205,10 @@ class Request:
     seq: int
     takes_slot: bool
     queued_at: float
-    #: ``event_id`` of its ``response.create``, also in ``metadata``; the same on every attempt
-    #: (an attempt's outcome always arrives before the next attempt is sent).
+    #: ``event_id`` of its ``response.create``, also in ``metadata``; the same on every attempt.
     event_id: str
-    watcher: Watcher | None = None
+    #: The shell's handle on this request (the session's ticket). The gate never touches it.
+    owner: object = None
     state: TicketState = TicketState.QUEUED
     response_id: str | None = None
     result: ResponseResult | None = None
@@ -127,6 +216,8 @@ class Request:
     attempts: int = 0
     cancel_requested: bool = False
     held: bool = False
+    #: Its last conflict named no response while none was known to run (rule 4).
+    blind_conflict: bool = False
     sent_at: float | None = None
     created_at: float | None = None
     finished_at: float | None = None
@@ -145,26 +236,72 @@ class Request:
         )
 
 
-@attrs.define(eq=False)
-class _Active:
-    """A response the server is running, ours (``request``) or not."""
+def queue_key(request: Request) -> tuple[int, ...]:
+    """The queue's order (rule 5): a conflict retry first, then priority, then FIFO."""
+    if request.attempts:
+        return (0, request.seq)
+    return (1, -request.priority, request.seq)
 
-    response_id: str | None  #: None: a blocker known only from a conflict message
+
+@attrs.define(eq=False)
+class _Response:
+    """A response the server runs, ours (``request``) or not."""
+
+    response_id: str | None  #: None: one a conflict reported without naming it
     request: Request | None
     in_band: bool
     #: Activity deadline, or after a cancel, the end of the grace period.
     deadline: float
     cancel_sent: bool = False
-    finished: bool = False
+    ended: bool = False
     #: False for a response known so far only from a conflict message.
     created_seen: bool = True
-    #: Our in-band request that was in flight when this response took the slot from it: its
-    #: outcome is still to come, so the slot goes back to it when this response ends.
-    displaced: Request | None = None
 
 
 #: What :meth:`Gate.cancel_active` returns for :meth:`Gate.is_finished` to watch.
-CancelTarget = Request | _Active
+CancelTarget = Request | _Response
+
+
+@attrs.frozen
+class Slot:
+    """The slot's state and just what that state needs."""
+
+    state: SlotState
+    #: RESERVED: the request in flight.
+    request: Request | None = None
+    #: HELD / HELD_UNNAMED: the response running.
+    response: _Response | None = None
+    #: HELD / HELD_UNNAMED: our request in flight that this response overtook; the slot goes
+    #: back to it when the response ends, if its answer is still to come.
+    displaced: Request | None = None
+
+    @property
+    def holder(self) -> Request | str | None:
+        """A request in flight, a response id, ``"?"`` for an unnamed response, or None."""
+        if self.request is not None:
+            return self.request
+        if self.response is not None:
+            return self.response.response_id or "?"
+        return None
+
+
+_FREE_SLOT = Slot(_FREE)
+
+
+@attrs.define
+class Effects:
+    """What the gate decided since the shell last looked."""
+
+    #: Client events to send, in this order.
+    send: list[Event] = attrs.Factory(list)
+    #: Each move of a request, in order: the request and the state it moved to.
+    changed: list[tuple[Request, TicketState]] = attrs.Factory(list)
+    #: Responses that ended (``response.done``, or force-released), with their ``response``
+    #: object (empty when force-released).
+    ended: list[tuple[str, Mapping[str, Any]]] = attrs.Factory(list)
+
+    def __bool__(self) -> bool:
+        return bool(self.send or self.changed or self.ended)
 
 
 @attrs.frozen
@@ -180,12 +317,20 @@ class GateStatistics:
     slot_busy: bool
     #: ``response.create`` events sent (a retried request counts once per attempt).
     sent: int
+    #: Requests that ended ``DONE`` with status ``completed``.
     completed: int
+    #: Requests that ended ``DONE`` with status ``cancelled`` (before sending included).
     cancelled: int
-    failed: int
+    #: Requests that ended ``DONE`` with status ``incomplete``.
     incomplete: int
-    #: Requests the server rejected (other than the absorbed conflict).
+    #: Requests that ended ``DONE`` with status ``failed`` (the server's own failure).
+    failed_by_server: int
+    #: Requests that ended ``FAILED``: rejected, timed out, or the session ended first.
+    failed: int
+    #: Of those, requests the server rejected (other than the absorbed conflict).
     rejected: int
+    #: Of those, requests that timed out (no ``response.created``, or no ``response.done``
+    #: after a cancel).
     timed_out: int
     #: ``conversation_already_has_active_response`` rejections absorbed and retried.
     conflicts_absorbed: int
@@ -193,6 +338,19 @@ class GateStatistics:
     server_started: int
     #: Slots force-released after a cancel got no ``response.done``.
     forced_releases: int
+
+
+_COUNTS = tuple(
+    name
+    for name in attrs.fields_dict(GateStatistics)
+    if name not in ("queue_depth", "in_flight", "active_response_id", "slot_busy")
+)
+_STATUS_COUNT = {
+    "completed": "completed",
+    "cancelled": "cancelled",
+    "incomplete": "incomplete",
+    "failed": "failed_by_server",
+}
 
 
 def _new_id_factory() -> Callable[[], str]:
@@ -218,6 +376,22 @@ class _Memory:
         return key in self._keys
 
 
+@attrs.define
+class _Awaiting:
+    """A client event awaiting its answer (rule 2)."""
+
+    type: str
+    #: For ``conversation.item.create``: the item's own id, when the client gave one.
+    item_id: str | None
+    #: When no answer is expected any more.
+    expires: float
+    #: For ``response.create``: its request.
+    request: Request | None = None
+
+
+# ---------------------------------------------------------------------- the gate
+
+
 class Gate:
     """The rules of the slot. See the module docstring."""
 
@@ -238,41 +412,47 @@ class Gate:
         self._oob_takes_slot = out_of_band_takes_slot
         self._new_id = new_id or _new_id_factory()
         self._seq = itertools.count()
+        self._slot = _FREE_SLOT
+        # Requests by stage. The queue drops cancelled entries lazily.
         self._queue: list[tuple[tuple[int, ...], Request]] = []
         self._free_lane: deque[Request] = deque()  # sent at once, no slot needed
         self._held: set[Request] = set()
         self._waiting = 0  # queued + free lane + held
         self._sent: dict[str, Request] = {}  # by event_id
-        #: Creates sent and not yet answered (created, done or error), oldest first; unlike
-        #: ``_sent`` this keeps those whose request timed out.
-        self._unanswered: OrderedDict[str, Request] = OrderedDict()
-        self._active: dict[str, _Active] = {}  # by response_id
-        self._holder: Request | _Active | None = None
-        self._cancel_ids = _Memory()
-        self._abandoned = _Memory()  # event_ids of requests that timed out before created
+        self._responses: dict[str, _Response] = {}  # running, by response id
+        # Rule 2: client events awaiting an answer, in wire order, by event_id.
+        self._awaiting: OrderedDict[str, _Awaiting] = OrderedDict()
+        self._abandoned = _Memory()  # event_ids of requests given up before their created
         self._finished = _Memory()  # response ids whose response.done was seen
-        self._outgoing: list[Event] = []
+        self._cancel_ids = _Memory()
+        self._effects = Effects()
         self._closed: RealtimeError | None = None
-        self._counts = dict.fromkeys(attrs.fields_dict(GateStatistics), 0)
-        for name in ("queue_depth", "in_flight", "active_response_id", "slot_busy"):
-            del self._counts[name]
+        self._counts = dict.fromkeys(_COUNTS, 0)
 
     # ------------------------------------------------------------------ introspection
 
     @property
+    def slot(self) -> Slot:
+        return self._slot
+
+    @property
     def slot_holder(self) -> Request | str | None:
-        """The slot's holder: a request in flight, an active response's id, ``"?"``, or None."""
-        holder = self._holder
-        if isinstance(holder, _Active):
-            return holder.response_id or "?"
-        return holder
+        """The slot's holder: a request in flight, a response id, ``"?"``, or None."""
+        return self._slot.holder
 
     @property
     def closed(self) -> bool:
         return self._closed is not None
 
+    @property
+    def sendable(self) -> bool:
+        """Whether :meth:`pump` would send something now."""
+        return bool(self._free_lane) or (
+            self._slot.state is _FREE and self._queue_head() is not None
+        )
+
     def active_response_ids(self) -> list[str]:
-        return list(self._active)
+        return list(self._responses)
 
     def pending(self) -> Iterator[Request]:
         """Every request not yet terminal."""
@@ -280,38 +460,38 @@ class Gate:
         yield from self._free_lane
         yield from self._held
         yield from self._sent.values()
-        yield from (a.request for a in self._active.values() if a.request is not None)
+        yield from (r.request for r in self._responses.values() if r.request is not None)
 
     def statistics(self) -> GateStatistics:
-        holder = self._holder
-        active_id: str | None = None
-        if holder is not None:
-            active_id = holder.response_id
         return GateStatistics(
             queue_depth=self._waiting,
             in_flight=len(self._sent),
-            active_response_id=active_id,
-            slot_busy=holder is not None,
+            active_response_id=self._slot.response.response_id if self._slot.response else None,
+            slot_busy=self._slot.state is not _FREE,
             **self._counts,
         )
 
     def next_deadline(self) -> float:
-        """The earliest time at which :meth:`on_tick` has work to do."""
+        """The earliest time at which :meth:`tick` has work to do."""
         deadline = math.inf
         for request in self._sent.values():
             deadline = min(deadline, request.deadline)
-        for active in self._active.values():
-            deadline = min(deadline, active.deadline)
-        if isinstance(self._holder, _Active) and self._holder.response_id is None:
-            deadline = min(deadline, self._holder.deadline)
+        for response in self._responses.values():
+            deadline = min(deadline, response.deadline)
+        if self._slot.state is _UNNAMED:
+            assert self._slot.response is not None
+            deadline = min(deadline, self._slot.response.deadline)
         return deadline
 
-    def take_outgoing(self) -> list[Event]:
-        """Client events to send, in order; each is returned once."""
-        outgoing, self._outgoing = self._outgoing, []
-        return outgoing
+    def take_effects(self) -> Effects | None:
+        """What was decided since the last call, or None if nothing was."""
+        effects = self._effects
+        if not effects:
+            return None
+        self._effects = Effects()
+        return effects
 
-    # ------------------------------------------------------------------ requests
+    # ------------------------------------------------------------------ the application
 
     def submit(
         self,
@@ -319,23 +499,31 @@ class Gate:
         *,
         priority: int = 0,
         now: float,
-        watcher: Watcher | None = None,
+        owner: object = None,
         held: bool = False,
     ) -> Request:
         """Queue a request. ``held`` ones wait for :meth:`release_held` before they queue.
 
-        Raises the close error once closed, :class:`QueueFull` when ``max_queue`` wait.
+        Raises ``TypeError`` / ``ValueError`` for a bad body or priority, the close error once
+        closed, :class:`QueueFull` when ``max_queue`` wait.
         """
-        if self._closed is not None:
-            raise self._closed
-        if self._waiting >= self._max_queue:
-            raise QueueFull(f"{self._waiting} requests already wait (max_queue)")
+        if body is not None and not isinstance(body, Mapping):
+            raise TypeError(
+                f"response must be a mapping (the body of response.create) or None, "
+                f"not {type(body).__name__}"
+            )
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise TypeError(f"priority must be an int, not {type(priority).__name__}")
         body = dict(body or {})
         metadata = body.get("metadata")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError("response['metadata'] must be a mapping")
         if metadata is not None and len(metadata) >= _MAX_METADATA:
             raise ValueError(f"response['metadata'] may hold at most {_MAX_METADATA - 1} pairs")
+        if self._closed is not None:
+            raise self._closed
+        if self._waiting >= self._max_queue:
+            raise QueueFull(f"{self._waiting} requests already wait (max_queue)")
         request = Request(
             body=body,
             priority=priority,
@@ -343,7 +531,7 @@ class Gate:
             event_id=self._new_id(),
             takes_slot=self._oob_takes_slot or body.get("conversation", "auto") != "none",
             queued_at=now,
-            watcher=watcher,
+            owner=owner,
             held=held,
         )
         self._waiting += 1
@@ -361,7 +549,7 @@ class Gate:
             self._enqueue(request)
 
     def cancel(self, request: Request, *, now: float) -> None:
-        """Cancel a request at whatever stage it is (rule 4). Idempotent."""
+        """Cancel a request at whatever stage it is (rule 6). Idempotent."""
         state = request.state
         if state is TicketState.QUEUED:
             self._waiting -= 1
@@ -372,331 +560,357 @@ class Gate:
             if len(self._queue) > 2 * self._waiting + 64:
                 self._queue = [e for e in self._queue if e[1].state is TicketState.QUEUED]
                 heapq.heapify(self._queue)
-            self._finish(request, TicketState.DONE, now, result=ResponseResult("cancelled", None))
-            self._counts["cancelled"] += 1
+            self._done(request, "cancelled", None, now)
         elif state is TicketState.SENT:
             request.cancel_requested = True
         elif state is TicketState.ACTIVE:
             request.cancel_requested = True
-            active = self._active.get(request.response_id or "")
-            if active is not None:
-                self._send_cancel(active, now)
+            response = self._responses.get(request.response_id or "")
+            if response is not None:
+                self._send_cancel(response, now)
 
     def cancel_active(self, *, now: float) -> CancelTarget | None:
-        """Interrupt the in-band response holding the slot, whoever started it.
+        """Interrupt whatever holds the slot, whoever started it (rule 6).
 
-        Returns what to wait for (see :meth:`is_finished`), or None when nothing is active.
+        Returns what to wait for (see :meth:`is_finished`), or None when the slot is free.
         """
-        holder = self._holder
-        if isinstance(holder, Request):
-            # Not created yet: the server would ignore a cancel by id. Cancel it on creation,
-            # and interrupt whatever else may be running (a server-started response racing it).
-            holder.cancel_requested = True
-            self._outgoing.append(self._cancel_event(None))
-        elif isinstance(holder, _Active):
-            self._send_cancel(holder, now)
-        return holder
+        slot = self._slot
+        if slot.request is not None:
+            # Not created yet: a cancel by id is impossible. Cancel it once created, and
+            # interrupt whatever else may be running (a server-started response racing it).
+            slot.request.cancel_requested = True
+            self._emit(self._cancel_event(None))
+            return slot.request
+        if slot.response is not None:
+            self._send_cancel(slot.response, now)
+            return slot.response
+        return None
 
     @staticmethod
     def is_finished(target: CancelTarget) -> bool:
         if isinstance(target, Request):
             return target.state.terminal
-        return target.finished
+        return target.ended
+
+    def client_event_sent(self, event: Mapping[str, Any], *, now: float) -> None:
+        """The application sent this client event (not a ``response.create``), in wire order."""
+        event_type = event.get("type")
+        event_id = event.get("event_id")
+        if not isinstance(event_type, str) or not isinstance(event_id, str):
+            return
+        if event_type in UNANSWERED or event_type == "response.cancel":
+            return  # never answered; a cancel is answered only by its response's end
+        item = event.get("item")
+        item_id = item.get("id") if isinstance(item, Mapping) else None
+        self._await(
+            event_id,
+            _Awaiting(
+                event_type,
+                item_id if isinstance(item_id, str) else None,
+                now + self._created_timeout,
+            ),
+        )
+
+    # ------------------------------------------------------------------ the dispatcher
 
     def pump(self, *, now: float) -> None:
-        """Send what may go now: free-lane requests, and the queue head if the slot is free."""
+        """Send what may go now: free-lane requests, and the queue head if the slot is free.
+
+        The only place a queued request takes the slot and its ``response.create`` is emitted.
+        """
         while self._free_lane:
             self._send(self._free_lane.popleft(), now)
-        while self._holder is None and self._queue:
-            _, request = heapq.heappop(self._queue)
-            if request.state is TicketState.QUEUED:
-                self._holder = request
+        if self._slot.state is _FREE:
+            request = self._queue_head()
+            if request is not None:
+                heapq.heappop(self._queue)
+                self._set_slot(Slot(_RESERVED, request=request), "sending")
                 self._send(request, now)
 
-    # ------------------------------------------------------------------ server events
+    # ------------------------------------------------------------------ the server
 
-    def on_created(self, event: Mapping[str, Any], *, now: float) -> Request | None:
-        """``response.created``: match it, and record who holds the slot."""
+    def receive_event(self, event: Mapping[str, Any], *, now: float) -> Request | None:
+        """Apply one server event; return the request it belongs to, if any.
+
+        Lifecycle events (``response.created``, ``response.done``, ``response.cancelled``,
+        ``error``), acknowledgements of client events, and any event naming its response
+        (which proves the response alive) are understood; others are ignored.
+        """
+        event_type = event.get("type")
+        if event_type == RESPONSE_CREATED:
+            return self._on_created(event, now)
+        if event_type in (RESPONSE_DONE, RESPONSE_CANCELLED):
+            return self._on_done(event, now)
+        if event_type == "error":
+            return self._on_error(event, now)
+        rid = event.get("response_id")
+        if isinstance(rid, str):
+            response = self._responses.get(rid)
+            if response is None:
+                return None
+            if not response.cancel_sent:
+                response.deadline = now + self._response_timeout
+            return response.request
+        if isinstance(event_type, str) and self._awaiting:
+            self._on_acknowledgement(event_type, event)
+        return None
+
+    def _on_created(self, event: Mapping[str, Any], now: float) -> Request | None:
         response = response_object(event)
         rid = response.get("id")
         if not isinstance(rid, str):
             logger.warning("response.created without a response id; ignored")
             return None
-        known = self._active.get(rid)
-        if known is not None:
-            if not known.created_seen:  # the blocker a conflict named: now it shows itself
-                known.created_seen = True
-                key = request_key_of(response)
-                if key is not None and key in self._abandoned:
-                    self._send_cancel(known, now)  # a timed-out request's, after all
-                else:
-                    self._counts["server_started"] += 1
-            return known.request  # else a duplicate
-        if rid in self._finished:
+        key = request_key_of(response)
+        known = self._responses.get(rid)
+        if known is not None and known.created_seen:
+            return known.request  # a duplicate
+        if known is None and rid in self._finished:
             logger.debug("response.created for finished %s (duplicate or late); ignored", rid)
             return None
-        key = request_key_of(response)
         if key is not None:
             self._answered(key)
         request = self._sent.pop(key, None) if key is not None else None
         if request is not None:
-            return self._request_created(request, rid, now)
+            return self._request_created(request, rid, known, now)
+        if known is not None:  # the blocker a conflict named: now it shows itself
+            known.created_seen = True
+            self._count_or_cancel_unmatched(known, key, now)
+            return None
         in_band = is_in_band(response)
-        active = _Active(rid, None, in_band, now + self._response_timeout)
-        self._active[rid] = active
-        if key is not None and key in self._abandoned:
-            logger.info("late response.created for a timed-out request: cancelling %s", rid)
-            self._send_cancel(active, now)
-        elif in_band:
-            self._counts["server_started"] += 1
+        running = _Response(rid, None, in_band, now + self._response_timeout)
+        self._responses[rid] = running
+        self._count_or_cancel_unmatched(running, key, now)
         if in_band:
-            self._take_slot(active)
+            self._take_slot(running, "a response started")
         return None
 
-    def _request_created(self, request: Request, rid: str, now: float) -> Request:
-        request.state = TicketState.ACTIVE
+    def _count_or_cancel_unmatched(self, response: _Response, key: str | None, now: float) -> None:
+        """A created that matches no request in flight: a request we gave up on (rule 7:
+        cancel it, whatever happened before), or one the server started by itself."""
+        if key is not None and key in self._abandoned:
+            logger.info("late response.created for an abandoned request: cancelling it")
+            self._send_cancel(response, now)
+        elif response.in_band:
+            self._counts["server_started"] += 1
+
+    def _request_created(
+        self, request: Request, rid: str, known: _Response | None, now: float
+    ) -> Request:
         request.response_id = rid
         request.created_at = now
-        active = _Active(rid, request, request.takes_slot, now + self._response_timeout)
-        self._active[rid] = active
-        if self._holder is request:
-            self._holder = active
-        elif request.takes_slot and (request.in_band or self._holder is None):
+        self._move(request, TicketState.ACTIVE)
+        if known is not None:  # a conflict named it before it showed itself
+            running = known
+            running.request, running.created_seen = request, True
+            running.in_band = request.takes_slot
+        else:
+            running = _Response(rid, request, request.takes_slot, now + self._response_timeout)
+            self._responses[rid] = running
+        if self._slot.request is request:
+            self._set_slot(Slot(_HELD, response=running), "our response started")
+        elif self._slot.response is running:
+            pass
+        elif request.takes_slot and (request.in_band or self._slot.state is _FREE):
             # (An out-of-band response that waits for the slot only by configuration does
-            # not prove the in-band one holding it has ended: it gets the slot back when that
-            # one ends, having been displaced by it.)
-            self._take_slot(active)
+            # not prove the in-band one holding it has ended.)
+            self._take_slot(running, "our overtaken response started")
         if request.cancel_requested:
-            self._send_cancel(active, now)
-        self._notify(request)
+            self._send_cancel(running, now)
         return request
 
-    def _take_slot(self, active: _Active) -> None:
-        """An in-band response was created: it holds the slot now.
+    def _take_slot(self, response: _Response, why: str) -> None:
+        """An in-band response was created: it holds the slot now (rule 3)."""
+        slot = self._slot
+        displaced = slot.request or slot.displaced
+        if slot.response is not None and slot.response.response_id is not None:
+            logger.info(
+                "response %s started while %s held the slot: taken as ended",
+                response.response_id,
+                slot.response.response_id,
+            )
+        if displaced is response.request:
+            displaced = None
+        self._set_slot(Slot(_HELD, response=response, displaced=displaced), why)
 
-        If our request was in flight, its rejection or creation is still to come: it gets the
-        slot back when this response ends. If another response held the slot, a consistent
-        server runs one in-band response at a time, so that one has ended (its done lost).
-        """
-        holder = self._holder
-        if isinstance(holder, Request):
-            active.displaced = holder
-        elif holder is not None:
-            if holder.response_id is not None:
-                logger.info(
-                    "response %s started while %s held the slot: taken as ended",
-                    active.response_id,
-                    holder.response_id,
-                )
-            active.displaced = holder.displaced
-        if active.displaced is active.request:
-            active.displaced = None
-        self._holder = active
-
-    def request_of(self, event: Mapping[str, Any]) -> Request | None:
-        """The request a lifecycle event belongs to, before the event is applied."""
-        rid = response_id_of(event)
-        active = self._active.get(rid) if rid is not None else None
-        if active is not None:
-            return active.request
-        key = request_key_of(response_object(event))
-        return self._sent.get(key) if key is not None else None
-
-    def on_response_event(self, response_id: str, *, now: float) -> Request | None:
-        """Any other event of a response: it is alive. Returns the request it belongs to."""
-        active = self._active.get(response_id)
-        if active is None:
-            return None
-        if not active.cancel_sent:
-            active.deadline = now + self._response_timeout
-        return active.request
-
-    def on_done(self, event: Mapping[str, Any], *, now: float) -> Request | None:
-        """``response.done`` (or the ``response.cancelled`` alias): the response ended."""
+    def _on_done(self, event: Mapping[str, Any], now: float) -> Request | None:
         response = response_object(event)
         rid = response_id_of(event)
-        active = self._active.pop(rid, None) if rid is not None else None
-        request: Request | None = None
-        if active is not None:
-            active.finished = True
-            request = active.request
+        running = self._responses.pop(rid, None) if rid is not None else None
+        if running is not None:
+            running.ended = True
+            request = running.request
+            in_band = running.in_band
         else:
             key = request_key_of(response)
             if key is not None:
                 self._answered(key)
             request = self._sent.pop(key, None) if key is not None else None
-            if request is not None:  # done without a created we saw
+            if request is not None:  # done without a created we saw (rule 9)
                 request.response_id = rid
-        holder = self._holder
+            in_band = is_in_band(response)
+        slot = self._slot
         if (
-            (active is not None and holder is active)
-            or (request is not None and holder is request)
-            or (
-                isinstance(holder, _Active)
-                and holder.response_id is None
-                and (active.in_band if active is not None else is_in_band(response))
-            )
+            (running is not None and slot.response is running)
+            or (request is not None and slot.request is request)
+            or (slot.state is _UNNAMED and in_band)
         ):
-            if isinstance(holder, _Active):
-                holder.finished = True
-                self._holder = self._successor(holder)
-            else:
-                self._holder = None
+            self._release_slot("the response ended")
         if rid is not None:
             self._finished.add(rid)
+            self._effects.ended.append((rid, response))
         if request is not None and not request.state.terminal:
             status = status_of(response, str(event.get("type")))
-            if status not in ("completed", "cancelled", "failed", "incomplete"):
+            if status not in _STATUS_COUNT:
                 status = "failed"
-            self._counts[status] += 1
-            self._finish(request, TicketState.DONE, now, result=ResponseResult(status, response))
+            self._done(request, status, response, now)
         return request
 
-    def on_error(self, event: Mapping[str, Any], *, now: float) -> Request | None:
-        """``error``: a rejected request is retried (conflict) or failed; others are ignored."""
+    def _on_error(self, event: Mapping[str, Any], now: float) -> Request | None:
         error = parse_error(event)
         eid = error.client_event_id
         if eid is None:
-            # The server answers creates in order: an error without an event_id that only a
-            # create can cause belongs to the oldest create not yet answered, even one whose
-            # request already timed out.
-            if error.is_conflict:
-                eid = self._oldest_unanswered(in_band=True, now=now)
-            elif (error.param or "").startswith("response"):
-                eid = self._oldest_unanswered(in_band=False, now=now)
+            eid = self._culprit(error.is_conflict, error.code, error.param, now)
+        awaiting = self._awaiting.get(eid) if eid is not None else None
         if eid is not None:
             self._answered(eid)
-        request = self._sent.get(eid) if eid is not None else None
+        request = self._sent.pop(eid, None) if eid is not None else None
         if request is None:
-            if eid is not None and eid in self._cancel_ids:
+            if awaiting is not None and awaiting.request is None:
+                logger.warning(
+                    "the server rejected %s %s: %s (%s)",
+                    awaiting.type,
+                    eid,
+                    error.message,
+                    error.code,
+                )
+            elif eid is not None and eid in self._cancel_ids:
                 logger.debug("cancel answered %s: harmless", error.code)
             elif error.is_conflict:
                 logger.warning("conflict error matching no request: %s", error.message)
+            elif error.code != CANCEL_NOT_ACTIVE:
+                logger.warning("server error: %s (%s)", error.message, error.code)
             return None
-        del self._sent[request.event_id]
         if error.is_conflict:
             self._counts["conflicts_absorbed"] += 1
             self._conflict(request, error.blocking_response_id, now)
         else:
             self._counts["rejected"] += 1
-            self._release(request)
-            self._finish(
-                request,
-                TicketState.FAILED,
-                now,
-                error=ResponseRejected(error.code, error.message),
-            )
+            self._abandoned.add(request.event_id)  # in case the attribution was wrong
+            if self._slot.request is request:
+                self._release_slot("the request was rejected")
+            self._fail(request, ResponseRejected(error.code, error.message), now)
         return request
 
-    def _oldest_unanswered(self, *, in_band: bool, now: float) -> str | None:
-        # A create still unanswered ``created_timeout`` after its request timed out is
-        # presumed lost (a server that never answered it): it is forgotten.
-        expired = [
-            event_id
-            for event_id, request in self._unanswered.items()
-            if request.state is TicketState.FAILED
-            and (request.finished_at or now) + self._created_timeout <= now
-        ]
-        for event_id in expired:
-            del self._unanswered[event_id]
-        for event_id, request in self._unanswered.items():
-            if request.takes_slot or not in_band:
-                return event_id
+    def _culprit(
+        self, conflict: bool, code: str | None, param: str | None, now: float
+    ) -> str | None:
+        """Whose answer an error without ``event_id`` is (rule 2)."""
+        self._forget_expired(now)
+        if code == CANCEL_NOT_ACTIVE and not conflict:
+            return None
+        creates = (
+            (eid, a.request)
+            for eid, a in self._awaiting.items()
+            if a.request is not None and (a.request.takes_slot or not conflict)
+        )
+        if conflict or (param or "").startswith("response"):
+            return next((eid for eid, _ in creates), None)
+        if len(self._awaiting) == 1:
+            return next((eid for eid, _ in creates), None)
+        if self._awaiting:
+            logger.info("an error without event_id while several events await answers")
         return None
 
-    def _answered(self, event_id: str) -> None:
-        """The server answered this create, so (answering in order) every older one too."""
-        if event_id not in self._unanswered:
-            return
-        while self._unanswered.popitem(last=False)[0] != event_id:
-            pass
+    def _on_acknowledgement(self, event_type: str, event: Mapping[str, Any]) -> None:
+        item = event.get("item")
+        item_id = item.get("id") if isinstance(item, Mapping) else None
+        for eid, awaiting in self._awaiting.items():
+            if event_type in ANSWERS.get(awaiting.type, ()) and (
+                awaiting.item_id is None or awaiting.item_id == item_id
+            ):
+                self._answered(eid)
+                return
 
     def _conflict(self, request: Request, blocker: str | None, now: float) -> None:
-        if self._holder is request:
-            # The slot passes to the response in the way, unless its done already came. One
-            # that was force-released is still running, as the server just said.
-            if blocker is not None and blocker in self._finished:
-                self._holder = None  # it finished already: retry at once
-            elif blocker is not None and blocker in self._active:
-                self._holder = self._active[blocker]
-            else:
-                active = _Active(blocker, None, True, now + self._response_timeout)
-                active.created_seen = False
-                if blocker is not None:
-                    self._active[blocker] = active
-                self._holder = active
+        if self._slot.request is request:
+            self._pass_slot_to_blocker(request, blocker, now)
         if request.cancel_requested:
-            self._counts["cancelled"] += 1
-            self._finish(request, TicketState.DONE, now, result=ResponseResult("cancelled", None))
+            self._done(request, "cancelled", None, now)
             return
         logger.debug("conflict absorbed; request #%d waits for %s", request.seq, blocker)
-        request.state = TicketState.QUEUED
         request.deadline = math.inf
+        self._move(request, TicketState.QUEUED)
         self._waiting += 1
-        heapq.heappush(self._queue, ((0, request.seq), request))
-        self._notify(request)
+        heapq.heappush(self._queue, (queue_key(request), request))
 
-    def _successor(self, active: _Active) -> Request | _Active | None:
-        """Who holds the slot after ``active`` ends: the request it displaced, if that is
-        still in flight or has started; else nobody."""
-        displaced = active.displaced
-        if displaced is None:
-            return None
-        if displaced.state is TicketState.SENT:
-            return displaced
-        if displaced.state is TicketState.ACTIVE and displaced.response_id is not None:
-            return self._active.get(displaced.response_id)
-        return None
+    def _pass_slot_to_blocker(self, request: Request, blocker: str | None, now: float) -> None:
+        """Rule 4: the slot passes from the rejected request to the response in its way."""
+        request.blind_conflict, blind = False, request.blind_conflict
+        if blocker is not None:
+            if blocker in self._finished:
+                self._set_slot(_FREE_SLOT, f"conflict named {blocker}, already finished")
+                return
+            running = self._responses.get(blocker)
+            if running is None:  # one that was force-released still runs, as the server says
+                running = _Response(blocker, None, True, now + self._response_timeout)
+                running.created_seen = False
+                self._responses[blocker] = running
+            self._set_slot(Slot(_HELD, response=running), f"conflict named {blocker}")
+            return
+        live = [r for r in self._responses.values() if r.in_band and not r.ended]
+        if live:
+            self._set_slot(Slot(_HELD, response=live[-1]), "conflict, one response runs")
+        elif not blind:
+            request.blind_conflict = True
+            self._set_slot(_FREE_SLOT, "conflict naming nothing, nothing known to run: retry")
+        else:
+            unnamed = _Response(None, None, True, now + self._response_timeout)
+            unnamed.created_seen = False
+            self._set_slot(Slot(_UNNAMED, response=unnamed), "conflict naming nothing, again")
 
-    # ------------------------------------------------------------------ time
+    # ------------------------------------------------------------------ the clock
 
-    def on_tick(self, *, now: float) -> None:
-        """Apply every deadline that has passed (rule 5)."""
+    def tick(self, *, now: float) -> None:
+        """Apply every deadline that has passed (rule 7)."""
         for request in [r for r in self._sent.values() if r.deadline <= now]:
             del self._sent[request.event_id]
             self._abandoned.add(request.event_id)
-            self._release(request)
+            if self._slot.request is request:
+                self._release_slot("no response.created in time")
             self._counts["timed_out"] += 1
             logger.warning("no response.created for request #%d: timed out", request.seq)
-            self._finish(
-                request,
-                TicketState.FAILED,
-                now,
-                error=ResponseTimeout("no response.created within created_timeout"),
-            )
-        expired = [a for a in self._active.values() if a.deadline <= now]
-        holder = self._holder
-        if isinstance(holder, _Active) and holder.response_id is None and holder.deadline <= now:
-            expired.append(holder)
-        for active in expired:
-            if not active.cancel_sent:
-                logger.warning("response %s is silent: cancelling it", active.response_id)
-                self._send_cancel(active, now)
+            self._fail(request, ResponseTimeout("no response.created within created_timeout"), now)
+        expired = [r for r in self._responses.values() if r.deadline <= now]
+        unnamed = self._slot.response if self._slot.state is _UNNAMED else None
+        if unnamed is not None and unnamed.deadline <= now:
+            expired.append(unnamed)
+        for response in expired:
+            if not response.cancel_sent:
+                logger.warning("response %s is silent: cancelling it", response.response_id)
+                self._send_cancel(response, now)
             else:
-                self._force_release(active, now)
+                self._force_release(response, now)
 
-    def _force_release(self, active: _Active, now: float) -> None:
-        logger.warning(
-            "no response.done for %s after cancel: slot force-released", active.response_id
-        )
+    def _force_release(self, response: _Response, now: float) -> None:
+        rid = response.response_id
+        logger.warning("no response.done for %s after cancel: slot force-released", rid)
         self._counts["forced_releases"] += 1
-        if active.response_id is not None:
+        response.ended = True
+        if rid is not None:
             # Not remembered as finished: a conflict naming it means it still runs.
-            self._active.pop(active.response_id, None)
-        active.finished = True
-        if self._holder is active:
-            self._holder = self._successor(active)
-        request = active.request
+            self._responses.pop(rid, None)
+            self._effects.ended.append((rid, {}))
+        if self._slot.response is response:
+            self._release_slot("force-released")
+        request = response.request
         if request is not None and not request.state.terminal:
             self._counts["timed_out"] += 1
-            self._finish(
-                request,
-                TicketState.FAILED,
-                now,
-                error=ResponseTimeout("response did not finish after it was cancelled"),
+            self._fail(
+                request, ResponseTimeout("response did not finish after it was cancelled"), now
             )
 
-    # ------------------------------------------------------------------ closing
+    # ------------------------------------------------------------------ the end
 
     def close(self, error: RealtimeError, *, now: float) -> None:
         """Fail every request not yet terminal with ``error``; later submits raise it."""
@@ -708,37 +922,120 @@ class Gate:
         self._free_lane.clear()
         self._held.clear()
         self._sent.clear()
-        self._active.clear()
-        self._holder = None
+        self._responses.clear()
+        self._awaiting.clear()
         self._waiting = 0
+        self._set_slot(_FREE_SLOT, "closed")
         for request in pending:
             if not request.state.terminal:
-                self._finish(request, TicketState.FAILED, now, error=error)
+                self._fail(request, error, now)
 
     # ------------------------------------------------------------------ internals
 
+    def _set_slot(self, slot: Slot, why: str) -> None:
+        """The one place the slot changes."""
+        old = self._slot.state
+        if slot.state is not _FREE and slot.state not in SLOT_MOVES[old]:
+            raise RuntimeError(f"gate bug: slot {old.value} -> {slot.state.value} ({why})")
+        if old is _UNNAMED and slot.response is not self._slot.response:
+            assert self._slot.response is not None
+            self._slot.response.ended = True  # known only as the holder: gone with the slot
+        self._slot = slot
+        logger.debug("slot %s -> %s %s: %s", old.value, slot.state.value, slot.holder, why)
+
+    def _release_slot(self, why: str) -> None:
+        """The holder ended: the slot goes back to the request it displaced, if that one's
+        answer is still to come (or to its response, if that started), else it is free."""
+        displaced = self._slot.displaced
+        if displaced is not None and displaced.state is TicketState.SENT:
+            self._set_slot(Slot(_RESERVED, request=displaced), f"{why}; back to the overtaken")
+            return
+        if displaced is not None and displaced.state is TicketState.ACTIVE:
+            running = self._responses.get(displaced.response_id or "")
+            if running is not None:
+                self._set_slot(Slot(_HELD, response=running), f"{why}; the overtaken runs")
+                return
+        self._set_slot(_FREE_SLOT, why)
+
+    def _move(self, request: Request, state: TicketState) -> None:
+        """The one place a request changes state, checked against :data:`TICKET_MOVES`."""
+        if state not in TICKET_MOVES[request.state]:
+            raise RuntimeError(f"gate bug: {request!r} cannot move to {state.value}")
+        request.state = state
+        self._effects.changed.append((request, state))
+
+    def _done(
+        self, request: Request, status: str, response: Mapping[str, Any] | None, now: float
+    ) -> None:
+        self._counts[_STATUS_COUNT[status]] += 1
+        request.result = ResponseResult(status, response)
+        request.finished_at = now
+        request.deadline = math.inf
+        self._move(request, TicketState.DONE)
+
+    def _fail(self, request: Request, error: RealtimeError, now: float) -> None:
+        self._counts["failed"] += 1
+        request.error = error
+        request.finished_at = now
+        request.deadline = math.inf
+        self._move(request, TicketState.FAILED)
+
     def _enqueue(self, request: Request) -> None:
         if request.takes_slot:
-            heapq.heappush(self._queue, ((1, -request.priority, request.seq), request))
+            heapq.heappush(self._queue, (queue_key(request), request))
         else:
             self._free_lane.append(request)
+
+    def _queue_head(self) -> Request | None:
+        queue = self._queue
+        while queue and queue[0][1].state is not TicketState.QUEUED:
+            heapq.heappop(queue)  # cancelled while queued
+        return queue[0][1] if queue else None
 
     def _send(self, request: Request, now: float) -> None:
         self._waiting -= 1
         event_id = request.event_id
         body = dict(request.body)
         body["metadata"] = {**(body.get("metadata") or {}), METADATA_KEY: event_id}
-        self._outgoing.append({"type": "response.create", "event_id": event_id, "response": body})
         self._sent[event_id] = request
-        self._unanswered[event_id] = request
-        if len(self._unanswered) > _MEMORY:  # creates the server never answered
-            self._unanswered.popitem(last=False)
-        request.state = TicketState.SENT
+        self._await(event_id, _Awaiting("response.create", None, math.inf, request))
         request.attempts += 1
         request.sent_at = now
         request.deadline = now + self._created_timeout
         self._counts["sent"] += 1
-        self._notify(request)
+        self._move(request, TicketState.SENT)
+        self._emit({"type": "response.create", "event_id": event_id, "response": body})
+
+    def _emit(self, event: Event) -> None:
+        self._effects.send.append(event)
+
+    def _await(self, event_id: str, awaiting: _Awaiting) -> None:
+        self._awaiting[event_id] = awaiting
+        self._awaiting.move_to_end(event_id)
+        if len(self._awaiting) > _MEMORY:  # events the server never answered
+            self._awaiting.popitem(last=False)
+
+    def _answered(self, event_id: str) -> None:
+        """The server answered this event, so (answering in order) every older one too."""
+        if event_id not in self._awaiting:
+            return
+        while self._awaiting.popitem(last=False)[0] != event_id:
+            pass
+
+    def _forget_expired(self, now: float) -> None:
+        """Events no answer is expected for any more (rule 2): a create ``created_timeout``
+        after its request gave up on it, any other event ``created_timeout`` after sending."""
+        expired = []
+        for event_id, awaiting in self._awaiting.items():
+            request = awaiting.request
+            if request is not None and request.state is TicketState.FAILED:
+                expires = (request.finished_at or now) + self._created_timeout
+            else:
+                expires = awaiting.expires
+            if expires <= now:
+                expired.append(event_id)
+        for event_id in expired:
+            del self._awaiting[event_id]
 
     def _cancel_event(self, response_id: str | None) -> Event:
         event_id = self._new_id()
@@ -748,34 +1045,9 @@ class Gate:
             event["response_id"] = response_id
         return event
 
-    def _send_cancel(self, active: _Active, now: float) -> None:
-        if active.cancel_sent:
+    def _send_cancel(self, response: _Response, now: float) -> None:
+        if response.cancel_sent:
             return
-        active.cancel_sent = True
-        active.deadline = now + self._cancel_grace
-        self._outgoing.append(self._cancel_event(active.response_id))
-
-    def _release(self, request: Request) -> None:
-        if self._holder is request:
-            self._holder = None
-
-    def _finish(
-        self,
-        request: Request,
-        state: TicketState,
-        now: float,
-        *,
-        result: ResponseResult | None = None,
-        error: RealtimeError | None = None,
-    ) -> None:
-        request.state = state
-        request.result = result
-        request.error = error
-        request.finished_at = now
-        request.deadline = math.inf
-        self._notify(request)
-
-    @staticmethod
-    def _notify(request: Request) -> None:
-        if request.watcher is not None:
-            request.watcher.request_changed(request)
+        response.cancel_sent = True
+        response.deadline = now + self._cancel_grace
+        self._emit(self._cancel_event(response.response_id))

@@ -1,12 +1,18 @@
 """open_session(): one Realtime connection run by three tasks in a nursery.
 
 - the **reader** receives frames, parses and classifies them, gives every event to the
-  subscribers and hands lifecycle and per-response events to the dispatcher;
-- the **dispatcher** feeds those events, the requests and the clock to the :class:`Gate` and
-  forwards what it says to send; it holds the slot (the gate's capacity-one semaphore);
-- the **writer** is the only task that sends on the WebSocket.
+  subscribers, applies the ones the gate cares about to the :class:`Gate` at once (so the
+  gate always knows what any task has seen), and routes a response's events to its ticket;
+- the **dispatcher** is the only task that takes the slot and sends ``response.create``
+  (:meth:`Gate.pump`), and the only one that acts on deadlines (:meth:`Gate.tick`). It sleeps
+  in one long-lived cancel scope whose deadline is the gate's next deadline, and is woken only
+  when the gate has a request it could send;
+- the **writer** is the only task that sends on the WebSocket, in the order events were
+  handed to it.
 
-They talk over trio memory channels. Nothing outlives the ``async with`` block.
+After feeding the gate, any task hands the gate's effects on at once (:meth:`_settle`): events
+to the writer's channel, state changes to tickets, ended responses to function-call turns.
+Nothing outlives the ``async with`` block.
 """
 
 from __future__ import annotations
@@ -16,24 +22,16 @@ import logging
 import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
 
 from ._config import SessionConfig
 from ._endpoints import Endpoint
-from ._errors import ConnectionLost, RealtimeError, SessionClosed
-from ._events import (
-    EventKind,
-    MalformedFrame,
-    classify,
-    parse_error,
-    parse_frame,
-    response_id_of,
-    response_object,
-)
-from ._gate import CancelTarget, Gate, GateStatistics, Request, Watcher
+from ._errors import ConnectionLost, RealtimeError, SessionClosed, SessionRefused, fresh
+from ._events import EventKind, MalformedFrame, classify, parse_error, parse_frame
+from ._gate import CancelTarget, Effects, Gate, GateStatistics, Request
 from ._stream import EventStream
 from ._ticket import ResponseTicket
 from ._transport import Transport, open_websocket_transport
@@ -42,23 +40,9 @@ from ._util import unwrap_lone_exception
 
 __all__ = ["RealtimeSession", "SessionStatistics", "open_session"]
 
-logger = logging.getLogger("trio_realtime.session")
+logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
-#: Responses routed to tickets at once; more means done events never came: the oldest goes.
-_MAX_ROUTES = 1024
-_WAKE = object()  # put in the dispatcher's inbox when a request or cancel needs attention
-
-
-@attrs.define(eq=False)
-class _CancelActive:
-    """A ``cancel_response()`` call, ordered with the server events in the dispatcher's inbox."""
-
-    target: CancelTarget | None = None
-    resolved: bool = False
-
-
-_Inbound = tuple[EventKind, Event] | _CancelActive | object
 
 
 @attrs.frozen
@@ -85,19 +69,18 @@ class RealtimeSession:
             cancel_grace=config.cancel_grace,
             out_of_band_takes_slot=config.out_of_band_takes_slot,
         )
-        self._turns: Turns[ResponseTicket] = Turns()  # follow-ups held for their turn
-        self._inbox_send, self._inbox_receive = trio.open_memory_channel[_Inbound](
-            config.event_buffer
-        )
+        self._turns: Turns[Request] = Turns()  # follow-ups held for their turn
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[tuple[str, bool]](
             math.inf
         )
         self._send_credits = trio.Semaphore(config.send_buffer)
-        self._wake_pending = False
+        # The dispatcher: parked until a request could be sent, in a scope whose deadline is
+        # the gate's next deadline.
+        self._dispatch_wanted = False
+        self._dispatcher_lot = trio.lowlevel.ParkingLot()
+        self._sleep_scope: trio.CancelScope | None = None
         self._subscribers: list[EventStream] = []
-        self._changed = trio.Event()  # replaced after each dispatcher step while waited on
-        self._state_waiters = 0
-        self._routes: dict[str, Watcher] = {}  # response id -> its ticket (reader-owned)
+        self._end_waiters: list[tuple[CancelTarget, trio.Event]] = []
         self._error: RealtimeError | None = None  # why the session ended
         self._writer_done = trio.Event()
         self._malformed = 0
@@ -112,9 +95,11 @@ class RealtimeSession:
 
         ``response`` is the body of ``response.create`` (``instructions``, ``tools``,
         ``metadata``, ``conversation``, ...), sent untouched apart from the ``metadata`` key the
-        library adds. Higher ``priority`` goes first; equal priorities keep FIFO order.
-        Never blocks. Raises ``QueueFull`` when ``max_queue`` requests wait, and
-        ``SessionClosed`` / ``ConnectionLost`` once the session has ended.
+        library adds. Higher ``priority`` goes first; equal priorities keep FIFO order; a
+        request already sent is never overtaken. Never blocks. Raises ``TypeError`` for a
+        body that is not a mapping or a priority that is not an int, ``QueueFull`` when
+        ``max_queue`` requests wait, and ``SessionClosed`` / ``ConnectionLost`` once the
+        session has ended.
         """
         return self._submit(response, priority=priority, held=False)
 
@@ -124,10 +109,15 @@ class RealtimeSession:
         A ``response.create`` goes through the queue like :meth:`request_response` (its
         ``event_id`` is the library's). Waits while ``send_buffer`` events wait for the writer;
         returns once the event is handed to the writer, in order with every other send.
-        Cancelling the wait is safe: the event is then not sent. Raises ``SessionClosed`` or
-        ``ConnectionLost`` once the session has ended.
+        Cancelling the wait is safe: the event is then not sent. Raises ``TypeError`` /
+        ``ValueError`` for an event that is not a mapping with a string ``type``, and
+        ``SessionClosed`` or ``ConnectionLost`` once the session has ended.
         """
-        if event.get("type") == "response.create":
+        if not isinstance(event, Mapping):
+            raise TypeError(f"event must be a mapping, not {type(event).__name__}")
+        if not isinstance(event.get("type"), str):
+            raise ValueError("event must have a string 'type' (e.g. 'session.update')")
+        if event["type"] == "response.create":
             ticket = self.request_response(event.get("response"))
             await trio.lowlevel.checkpoint()
             return ticket.event_id
@@ -145,33 +135,32 @@ class RealtimeSession:
             self._send_credits.release()
             self._check_open()
             raise SessionClosed("session is closing") from None
+        self._gate.client_event_sent(event, now=trio.current_time())
         return event_id
 
     async def cancel_response(self) -> None:
-        """Interrupt the active in-band response, whoever started it, and wait for its end.
+        """Interrupt whatever holds the slot (the active in-band response, whoever started
+        it, or our request in flight), and wait for its end.
 
-        The request goes through the dispatcher behind the server events already received,
-        so a response whose ``response.created`` a subscriber has seen is the one cancelled.
-        Returns at once when nothing is active. Cancelling the wait is safe (the cancel is
-        still sent). Raises ``SessionClosed`` / ``ConnectionLost`` once the session has ended.
+        The gate knows every event the reader received, so a response whose
+        ``response.created`` a subscriber has seen is the one cancelled. Returns at once when
+        nothing is active. Cancelling the wait is safe (the cancel is still sent). Raises
+        ``SessionClosed`` / ``ConnectionLost`` once the session has ended.
         """
         self._check_open()
-        command = _CancelActive()
+        target = self._gate.cancel_active(now=trio.current_time())
+        self._settle()
+        if target is None or self._gate.is_finished(target):
+            await trio.lowlevel.checkpoint()
+            return
+        ended = trio.Event()
+        waiter = (target, ended)
+        self._end_waiters.append(waiter)
         try:
-            await self._inbox_send.send(command)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            self._check_open()
-            raise SessionClosed("session is closing") from None
-        self._state_waiters += 1
-        try:
-            while self._error is None and not (
-                command.resolved
-                and (command.target is None or self._gate.is_finished(command.target))
-            ):
-                await self._changed.wait()
+            await ended.wait()
         finally:
-            self._state_waiters -= 1
-        await trio.lowlevel.checkpoint()
+            if waiter in self._end_waiters:
+                self._end_waiters.remove(waiter)
 
     async def send_function_result(
         self,
@@ -184,10 +173,15 @@ class RealtimeSession:
         """Send a ``function_call_output`` for ``call_id`` and return the follow-up's ticket.
 
         The results of one turn share one follow-up ``response.create``, sent after the
-        ``response.done`` of the response that made the calls once every call it made has a
-        result. A call the session never saw gets a follow-up of its own. ``response`` is the
-        follow-up's body (used by the first result of a turn).
+        ``response.done`` of the response that made the calls (or once the library gave that
+        response up, rule 7) once every call it made has a result. A call the session never
+        saw gets a follow-up of its own. ``response`` is the follow-up's body (used by the
+        first result of a turn).
         """
+        if not isinstance(call_id, str) or not call_id:
+            raise TypeError(f"call_id must be a non-empty str, not {call_id!r}")
+        if not isinstance(output, str):
+            raise TypeError(f"output must be a str (JSON text), not {type(output).__name__}")
         await self.send(
             {
                 "type": "conversation.item.create",
@@ -198,13 +192,13 @@ class RealtimeSession:
         if turn is None:
             return self._submit(response, priority=priority, held=False)
         if turn.follow_up is None:
-            turn.follow_up = self._submit(response, priority=priority, held=True)
-        ticket = turn.follow_up
+            turn.follow_up = self._submit_request(response, priority=priority, held=True)
+        follow_up = turn.follow_up
         ready = self._turns.add_result(turn, call_id)
         if ready is not None:
-            self._gate.release_held(ready._request)
-            self._wake()
-        return ticket
+            self._gate.release_held(ready)
+            self._settle()
+        return _ticket_of(follow_up)
 
     async def say(
         self, text: str, *, priority: int = 0, response: Mapping[str, Any] | None = None
@@ -214,6 +208,8 @@ class RealtimeSession:
         ``response`` adds fields to the ``response.create`` body (voice, modalities, ...).
         Returns the ticket; await ``ticket.wait_done()`` for the end.
         """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
         body = {"instructions": f"Say exactly: {text}", **(response or {})}
         ticket = self.request_response(body, priority=priority)
         await trio.lowlevel.checkpoint()
@@ -226,12 +222,11 @@ class RealtimeSession:
         Each subscriber has its own buffer of ``event_buffer`` events; one that falls further
         behind is cut off with ``EventBufferOverflow`` (the session goes on). Iteration ends
         when the session closes, or raises ``ConnectionLost`` when the connection broke.
+        Raises ``SessionClosed`` / ``ConnectionLost`` if the session has already ended.
         """
+        self._check_open()
         stream = EventStream(self.config.event_buffer)
-        if self._error is not None:
-            stream.finish(self._error if isinstance(self._error, ConnectionLost) else None)
-        else:
-            self._subscribers.append(stream)
+        self._subscribers.append(stream)
         try:
             yield stream
         finally:
@@ -250,34 +245,63 @@ class RealtimeSession:
     def closed(self) -> bool:
         return self._error is not None
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ the gate's shell
 
     def _check_open(self) -> None:
         if self._error is not None:
-            raise self._error
+            raise fresh(self._error)
 
     def _submit(
         self, response: Mapping[str, Any] | None, *, priority: int, held: bool
     ) -> ResponseTicket:
+        return _ticket_of(self._submit_request(response, priority=priority, held=held))
+
+    def _submit_request(
+        self, response: Mapping[str, Any] | None, *, priority: int, held: bool
+    ) -> Request:
+        if self._error is not None:
+            raise fresh(self._error)
         request = self._gate.submit(response, priority=priority, now=trio.current_time(), held=held)
-        ticket = ResponseTicket(self, request)
-        self._wake()
-        return ticket
+        ResponseTicket(request, cancel=self._cancel_request, event_buffer=self.config.event_buffer)
+        self._settle()
+        return request
 
     def _cancel_request(self, request: Request) -> None:
         if self._error is None:
             self._gate.cancel(request, now=trio.current_time())
-            self._wake()
+            self._settle()
 
-    def _wake(self) -> None:
-        if not self._wake_pending:
+    def _settle(self) -> None:
+        """Hand on what the gate decided; wake the dispatcher if it has something to do."""
+        gate = self._gate
+        effects = gate.take_effects()
+        if effects is not None:
+            self._apply(effects)
+        if gate.sendable and not self._dispatch_wanted:
+            self._dispatch_wanted = True
+            self._dispatcher_lot.unpark()
+        scope = self._sleep_scope
+        if scope is not None:
+            deadline = gate.next_deadline()
+            if deadline < scope.deadline:
+                scope.deadline = deadline
+
+    def _apply(self, effects: Effects) -> None:
+        for event in effects.send:
             try:
-                self._inbox_send.send_nowait(_WAKE)
-            except trio.WouldBlock:
-                return  # the dispatcher has work queued and pumps after each item
+                self._outbox_send.send_nowait((json.dumps(event), False))
             except (trio.ClosedResourceError, trio.BrokenResourceError):
-                return
-            self._wake_pending = True
+                break  # the session is ending: nothing more goes out
+        for request, _ in effects.changed:
+            _ticket_of(request).request_changed()
+        for response_id, response in effects.ended:
+            follow_up = self._turns.on_done(response_id, response)
+            if follow_up is not None:
+                self._gate.release_held(follow_up)
+        if self._end_waiters and (effects.ended or effects.changed):
+            for target, ended in self._end_waiters:
+                if self._gate.is_finished(target):
+                    ended.set()
 
     def _end(self, error: RealtimeError) -> None:
         """The session is over: fail every waiting request and end every stream."""
@@ -285,50 +309,82 @@ class RealtimeSession:
             return
         self._error = error
         self._gate.close(error, now=trio.current_time())
+        effects = self._gate.take_effects()
+        if effects is not None:
+            self._apply(effects)
         lost = error if isinstance(error, ConnectionLost) else None
         for stream in self._subscribers:
             stream.finish(lost)
         self._subscribers.clear()
-        self._changed.set()
+        for _, ended in self._end_waiters:
+            ended.set()
 
     # ------------------------------------------------------------------ tasks
 
-    async def _reader(self, *, task_status: trio.TaskStatus[None]) -> None:
-        with self._inbox_send:
-            refusal = ""  # what the server said before it closed, e.g. invalid_api_key
-            while True:
-                event = await self._receive_event()
-                if event is None:
-                    assert self._error is not None
-                    raise ConnectionLost(f"{self._error}{refusal}") from self._error
-                if event["type"] == "session.created":
-                    session = event.get("session")
-                    self.server_session = session if isinstance(session, Mapping) else {}
-                    break
-                if event["type"] == "error":
-                    error = parse_error(event)
-                    refusal = f" (server said {error.code}: {error.message})"
-                logger.warning("%s before session.created; skipped", event["type"])
-            task_status.started()
-            while True:
-                event = await self._receive_event()
-                if event is None:
-                    return
+    @asynccontextmanager
+    async def _running(self, deadline: float) -> AsyncIterator[RealtimeSession]:
+        """Run the three tasks until the block ends; connected by ``deadline``."""
+        with unwrap_lone_exception():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._writer)
+                await nursery.start(self._dispatcher)
                 try:
-                    kind = classify(event)
-                except MalformedFrame as exc:
-                    self._skip_malformed(exc)
-                    continue
-                if self._subscribers:
-                    self._publish(event)
-                if kind is EventKind.OTHER:
-                    continue
-                self._route(kind, event)
-                if kind is not EventKind.RESPONSE:
-                    try:
-                        self._inbox_send.send_nowait((kind, event))
-                    except trio.WouldBlock:
-                        await self._inbox_send.send((kind, event))
+                    with trio.fail_at(deadline):
+                        await nursery.start(self._reader)
+                except trio.TooSlowError:
+                    raise ConnectionLost("no session.created within connect_timeout") from None
+                try:
+                    yield self
+                finally:
+                    self._end(SessionClosed("session closed"))
+                    self._outbox_send.close()
+                    with (
+                        trio.CancelScope(shield=True),
+                        trio.move_on_after(self.config.close_timeout),
+                    ):
+                        await self._writer_done.wait()
+                    nursery.cancel_scope.cancel()
+
+    async def _reader(self, *, task_status: trio.TaskStatus[None]) -> None:
+        refusal: SessionRefused | None = None  # what the server said before it closed
+        while True:
+            event = await self._receive_event()
+            if event is None:
+                assert self._error is not None
+                if refusal is not None:
+                    raise refusal from self._error
+                raise fresh(self._error)
+            if event["type"] == "session.created":
+                session = event.get("session")
+                self.server_session = session if isinstance(session, Mapping) else {}
+                break
+            if event["type"] == "error":
+                error = parse_error(event)
+                refusal = SessionRefused(error.code, error.message)
+            logger.warning("%s before session.created; skipped", event["type"])
+        task_status.started()
+        gate = self._gate
+        while True:
+            event = await self._receive_event()
+            if event is None:
+                return
+            try:
+                kind = classify(event)
+            except MalformedFrame as exc:
+                self._skip_malformed(exc)
+                continue
+            if self._subscribers:
+                self._publish(event)
+            if kind is EventKind.OTHER:
+                continue
+            request = gate.receive_event(event, now=trio.current_time())
+            if request is not None:
+                _ticket_of(request).request_event(event)
+            if kind is EventKind.RESPONSE:
+                if event["type"] == "response.output_item.added":
+                    self._note_call(event)
+            else:
+                self._settle()
 
     def _skip_malformed(self, exc: MalformedFrame) -> None:
         self._malformed += 1
@@ -342,38 +398,12 @@ class RealtimeSession:
         if not alive:
             self._subscribers = [s for s in self._subscribers if s.push_allowed]
 
-    def _route(self, kind: EventKind, event: Event) -> None:
-        """Give an event of a response to its ticket's iterators, in arrival order.
-
-        Done here, in the reader, so that streaming events (deltas) need no hop to the
-        dispatcher: the route of a response is set from its ``response.created`` (matched by
-        metadata to the request in flight) before the dispatcher even sees that event.
-        """
-        routes = self._routes
-        if kind is EventKind.RESPONSE:
-            rid = event["response_id"]
-            self._gate.on_response_event(rid, now=trio.current_time())
-            watcher = routes.get(rid)
-            if event["type"] == "response.output_item.added":
-                self._note_call(event)
-        elif kind is EventKind.CREATED:
-            rid = response_id_of(event)
-            request = self._gate.request_of(event)
-            watcher = request.watcher if request is not None else None
-            if rid is not None and watcher is not None:
-                routes[rid] = watcher
-                if len(routes) > _MAX_ROUTES:  # responses whose done never came
-                    del routes[next(iter(routes))]
-        elif kind is EventKind.DONE:
-            rid = response_id_of(event)
-            watcher = routes.pop(rid, None) if rid is not None else None
-            if watcher is None:  # a done without a created we saw
-                request = self._gate.request_of(event)
-                watcher = request.watcher if request is not None else None
-        else:
-            return
-        if watcher is not None:
-            watcher.request_event(event)
+    def _note_call(self, event: Event) -> None:
+        item = event.get("item")
+        if isinstance(item, Mapping) and item.get("type") == "function_call":
+            call_id = item.get("call_id")
+            if isinstance(call_id, str):
+                self._turns.note_call(event["response_id"], call_id)
 
     async def _receive_event(self) -> Event | None:
         """The next well-formed event; None once the connection is gone."""
@@ -391,67 +421,21 @@ class RealtimeSession:
 
     async def _dispatcher(self, *, task_status: trio.TaskStatus[None]) -> None:
         gate = self._gate
-        with self._inbox_receive:
-            task_status.started()
-            while True:
-                deadline = gate.next_deadline()
-                try:
-                    if deadline == math.inf:
-                        self._handle(await self._inbox_receive.receive())
-                    else:
-                        with trio.move_on_at(deadline):
-                            self._handle(await self._inbox_receive.receive())
-                except trio.EndOfChannel:
-                    break
-                now = trio.current_time()
-                if now >= deadline:
-                    gate.on_tick(now=now)
-                gate.pump(now=now)
-                for event in gate.take_outgoing():
-                    try:
-                        self._outbox_send.send_nowait((json.dumps(event), False))
-                    except (trio.ClosedResourceError, trio.BrokenResourceError):
-                        break
-
-    def _handle(self, item: _Inbound) -> None:
-        if item is _WAKE:
-            self._wake_pending = False
-            return
-        if isinstance(item, _CancelActive):
-            item.target = self._gate.cancel_active(now=trio.current_time())
-            item.resolved = True
-            self._broadcast()
-            return
-        assert isinstance(item, tuple)
-        kind, event = item
-        gate = self._gate
-        now = trio.current_time()
-        if kind is EventKind.CREATED:
-            gate.on_created(event, now=now)
-        elif kind is EventKind.DONE:
-            gate.on_done(event, now=now)
-            response = response_object(event)
-            rid = response_id_of(event)
-            if rid is not None:
-                follow_up = self._turns.on_done(rid, response)
-                if follow_up is not None:
-                    gate.release_held(follow_up._request)
-        elif kind is EventKind.ERROR:
-            gate.on_error(event, now=now)
-        self._broadcast()
-
-    def _broadcast(self) -> None:
-        """Wake the tasks waiting in ``cancel_response()`` to look at the state again."""
-        if self._state_waiters:
-            self._changed.set()
-            self._changed = trio.Event()
-
-    def _note_call(self, event: Event) -> None:
-        item = event.get("item")
-        if isinstance(item, Mapping) and item.get("type") == "function_call":
-            call_id = item.get("call_id")
-            if isinstance(call_id, str):
-                self._turns.note_call(event["response_id"], call_id)
+        task_status.started()
+        while True:
+            with trio.CancelScope(deadline=gate.next_deadline()) as scope:
+                self._sleep_scope = scope
+                while True:
+                    while not self._dispatch_wanted:
+                        await self._dispatcher_lot.park()
+                    self._dispatch_wanted = False
+                    gate.pump(now=trio.current_time())
+                    self._settle()
+            self._sleep_scope = None
+            now = trio.current_time()
+            gate.tick(now=now)
+            gate.pump(now=now)
+            self._settle()
 
     async def _writer(self, *, task_status: trio.TaskStatus[None]) -> None:
         try:
@@ -472,6 +456,10 @@ class RealtimeSession:
             self._writer_done.set()
 
 
+def _ticket_of(request: Request) -> ResponseTicket:
+    return cast(ResponseTicket, request.owner)
+
+
 @asynccontextmanager
 async def open_session(
     target: Endpoint | str | Transport, *, config: SessionConfig | None = None
@@ -480,12 +468,15 @@ async def open_session(
 
     ``target`` is an :class:`Endpoint`, a ``ws://`` / ``wss://`` URL (no credentials), or an
     already open :class:`Transport` (which the session then closes). Waits for the server's
-    ``session.created`` (``connect_timeout``); raises ``ConnectionLost`` if that fails.
+    ``session.created`` (``connect_timeout``); raises ``ConnectionLost`` if that fails, or
+    ``SessionRefused`` (a ``ConnectionLost`` with the server's ``code``) if the server refused
+    the session first.
 
     Leaving the block fails every request still waiting with ``SessionClosed``, gives the
     writer up to ``close_timeout`` to flush what ``send()`` accepted, and closes the
     connection. If the server breaks the connection, the block is not interrupted: pending and
-    later calls raise ``ConnectionLost``.
+    later calls raise ``ConnectionLost``. Leaving the block raises nothing but the block's
+    own exception, bare.
     """
     config = config or SessionConfig()
     deadline = trio.current_time() + config.connect_timeout
@@ -494,36 +485,17 @@ async def open_session(
     if isinstance(target, Endpoint):
         async with (
             open_websocket_transport(target, config, deadline=deadline) as transport,
-            _run_session(transport, config, deadline) as session,
+            RealtimeSession(transport, config)._running(deadline) as session,
         ):
             yield session
-    else:
+    elif isinstance(target, Transport):
         try:
-            async with _run_session(target, config, deadline) as session:
+            async with RealtimeSession(target, config)._running(deadline) as session:
                 yield session
         finally:
             await target.aclose()
-
-
-@asynccontextmanager
-async def _run_session(
-    transport: Transport, config: SessionConfig, deadline: float
-) -> AsyncIterator[RealtimeSession]:
-    session = RealtimeSession(transport, config)
-    with unwrap_lone_exception():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(session._writer)
-            await nursery.start(session._dispatcher)
-            try:
-                with trio.fail_at(deadline):
-                    await nursery.start(session._reader)
-            except trio.TooSlowError:
-                raise ConnectionLost("no session.created within connect_timeout") from None
-            try:
-                yield session
-            finally:
-                session._end(SessionClosed("session closed"))
-                session._outbox_send.close()
-                with trio.CancelScope(shield=True), trio.move_on_after(config.close_timeout):
-                    await session._writer_done.wait()
-                nursery.cancel_scope.cancel()
+    else:
+        raise TypeError(
+            f"target must be an Endpoint, a ws:// or wss:// URL or a Transport, "
+            f"not {type(target).__name__}"
+        )

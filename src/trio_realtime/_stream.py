@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from ._errors import EventBufferOverflow, RealtimeError
+from ._errors import EventBufferOverflow, RealtimeError, fresh
 
 __all__ = ["EventStream"]
 
@@ -75,7 +75,7 @@ class EventStream:
             return await self._receive.receive()
         except trio.EndOfChannel:
             if self._error is not None:
-                raise self._error from None
+                raise fresh(self._error)  # noqa: B904 (it carries the stored cause)
             raise
 
     def close(self) -> None:

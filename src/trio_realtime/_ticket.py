@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 import trio
 
+from ._errors import fresh
 from ._gate import Request, TicketState
 from ._result import ResponseResult
 from ._stream import EventStream
-
-if TYPE_CHECKING:
-    from ._session import RealtimeSession
 
 __all__ = ["ResponseTicket", "TicketTimings"]
 
@@ -39,16 +38,22 @@ class TicketTimings:
 class ResponseTicket:
     """One requested response, from the queue to its ``response.done``.
 
-    Made by :meth:`RealtimeSession.request_response`; never constructed directly.
+    Made by :meth:`RealtimeSession.request_response`; never constructed directly. It meets
+    the session through a narrow handle: ``cancel`` (asks the session to cancel the request)
+    and the buffer size of its event iterators; the session tells it of changes through
+    :meth:`request_changed` and :meth:`request_event`.
     """
 
-    def __init__(self, session: RealtimeSession, request: Request) -> None:
-        self._session = session
+    def __init__(
+        self, request: Request, *, cancel: Callable[[Request], None], event_buffer: int
+    ) -> None:
         self._request = request
+        self._cancel = cancel
+        self._event_buffer = event_buffer
         self._created = trio.Event()
         self._done = trio.Event()
         self._streams: list[EventStream] = []
-        request.watcher = self
+        request.owner = self
 
     def __repr__(self) -> str:
         return (
@@ -97,8 +102,7 @@ class ResponseTicket:
         ``SessionClosed``). Cancelling this wait is safe and leaves the request as it is.
         """
         await self._created.wait()
-        if self._request.error is not None:
-            raise self._request.error
+        self._raise_error()
         return self._request.response_id
 
     async def wait_done(self) -> ResponseResult:
@@ -108,21 +112,20 @@ class ResponseTicket:
         None. Raises what the ticket failed with. Cancelling this wait is safe.
         """
         await self._done.wait()
-        if self._request.error is not None:
-            raise self._request.error
+        self._raise_error()
         assert self._request.result is not None
         return self._request.result
 
     def cancel_nowait(self) -> None:
         """Ask for cancellation (see :meth:`cancel`) without waiting. Idempotent."""
-        self._session._cancel_request(self._request)
+        self._cancel(self._request)
 
     async def cancel(self) -> None:
         """Cancel the response, and wait until the ticket is terminal.
 
         Queued: it is dropped and never sent. Sent: it is cancelled by id when the server
-        creates it. Active: ``response.cancel`` is sent with its id. Idempotent; returns at
-        once when the ticket is already terminal or the session has closed.
+        creates it. Active: ``response.cancel`` is sent with its id. Idempotent; returns once
+        the ticket is terminal (at once if it already is, or the session has closed).
         """
         self.cancel_nowait()
         await self._done.wait()
@@ -136,25 +139,31 @@ class ResponseTicket:
         reader that falls further behind gets ``EventBufferOverflow``. Iteration ends after
         ``response.done``, or raises the ticket's error if it failed.
         """
-        stream = EventStream(self._session.config.event_buffer)
+        stream = EventStream(self._event_buffer)
         if self._request.state.terminal:
             stream.finish(self._request.error)
         else:
             self._streams.append(stream)
         return stream
 
-    # Watcher protocol, called by the gate and the dispatcher (synchronously).
+    def _raise_error(self) -> None:
+        if self._request.error is not None:
+            raise fresh(self._request.error)
 
-    def request_changed(self, request: Request) -> None:
-        state = request.state
+    # Called by the session (synchronously) -------------------------------------------------
+
+    def request_changed(self) -> None:
+        """The request moved: wake the waiters it concerns."""
+        state = self._request.state
         if state is TicketState.ACTIVE or state.terminal:
             self._created.set()
         if state.terminal:
             self._done.set()
             for stream in self._streams:
-                stream.finish(request.error)
+                stream.finish(self._request.error)
             self._streams.clear()
 
     def request_event(self, event: Event) -> None:
+        """A server event of the request's response."""
         if self._streams:
             self._streams = [s for s in self._streams if s.push(event)]
