@@ -14,8 +14,8 @@ import ipaddress
 import logging
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Protocol, runtime_checkable
 
 import trio
@@ -28,7 +28,7 @@ from ._util import unwrap_lone_exception
 
 __all__ = ["Transport", "open_websocket_transport"]
 
-logger = logging.getLogger("trio_realtime.transport")
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -89,11 +89,33 @@ class _WebSocketTransport:
             await trio.aclose_forcefully(self._stream)
 
 
-def _cause(exc: BaseException) -> str:
-    """The innermost cause, which says what went wrong (trio wraps TLS errors)."""
-    while exc.__cause__ is not None:
+def _describe(exc: BaseException) -> str:
+    """What went wrong, in words: the innermost cause (trio wraps TLS errors), looking inside
+    exception groups (``open_tcp_stream`` puts each failed attempt in one)."""
+    while True:
+        if isinstance(exc, BaseExceptionGroup):
+            reasons = dict.fromkeys(_describe(e) for e in exc.exceptions)
+            return "; ".join(reasons)
+        if exc.__cause__ is None:
+            break
         exc = exc.__cause__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+@contextmanager
+def _connect_errors(host: str, port: int) -> Iterator[None]:
+    """Map what connecting can raise to :class:`ConnectionLost`, once (as httpcore does)."""
+    try:
+        yield
+    except trio_websocket.ConnectionRejected as exc:
+        raise ConnectionLost(f"handshake with {host} rejected: HTTP {exc.status_code}") from exc
+    except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
+        raise ConnectionLost(f"handshake with {host} failed: {_describe(exc)}") from exc
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+        reason = "timed out" if isinstance(exc, trio.TooSlowError) else _describe(exc)
+        raise ConnectionLost(f"could not connect to {host}:{port}: {reason}") from exc
 
 
 def _lost(exc: trio_websocket.ConnectionClosed) -> ConnectionLost:
@@ -140,13 +162,9 @@ async def open_websocket_transport(
     with unwrap_lone_exception():
         async with trio.open_nursery() as nursery:
             stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-            try:
-                with trio.fail_at(deadline):
-                    stream = await trio.open_tcp_stream(host, port)
-            except (OSError, trio.TooSlowError) as exc:
-                raise ConnectionLost(f"could not connect to {host}:{port}: {_cause(exc)}") from exc
-            try:
-                with trio.fail_at(deadline):
+            with _connect_errors(host, port), trio.fail_at(deadline):
+                stream = await trio.open_tcp_stream(host, port)
+                try:
                     if secure:
                         context = config.ssl_context or ssl.create_default_context()
                         stream = trio.SSLStream(stream, context, server_hostname=host)
@@ -160,19 +178,9 @@ async def open_websocket_transport(
                         max_message_size=config.max_message_size,
                         receive_buffer_size=config.receive_buffer_size,
                     )
-            except BaseException as exc:
-                await trio.aclose_forcefully(stream)
-                if isinstance(exc, trio_websocket.ConnectionRejected):
-                    raise ConnectionLost(
-                        f"handshake with {host} rejected: HTTP {exc.status_code}"
-                    ) from exc
-                if isinstance(exc, (OSError, trio.TooSlowError, trio.BrokenResourceError)):
-                    raise ConnectionLost(
-                        f"could not connect to {host}:{port}: {_cause(exc)}"
-                    ) from exc
-                if isinstance(exc, trio_websocket.HandshakeError | trio_websocket.ConnectionClosed):
-                    raise ConnectionLost(f"handshake with {host} failed: {exc!r}") from exc
-                raise
+                except BaseException:
+                    await trio.aclose_forcefully(stream)
+                    raise
             logger.debug("connected to %s%s", host_header, parts.path)
             transport = _WebSocketTransport(ws, stream, config.close_timeout)
             try:
