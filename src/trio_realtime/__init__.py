@@ -14,8 +14,8 @@ from ._errors import SessionRefused as SessionRefused
 from ._gate import TicketState as TicketState
 from ._result import ResponseResult as ResponseResult
 from ._session import RealtimeSession as RealtimeSession
-from ._session import SessionStatistics as SessionStatistics
 from ._session import open_session as open_session
+from ._statistics import SessionStatistics as SessionStatistics
 from ._stream import EventStream as EventStream
 from ._ticket import ResponseTicket as ResponseTicket
 from ._ticket import TicketTimings as TicketTimings

@@ -92,15 +92,14 @@ from typing import Any
 
 import attrs
 
+from ._answers import Unanswered
 from ._errors import QueueFull, RealtimeError, ResponseRejected, ResponseTimeout
 from ._events import (
-    ANSWERS,
     CANCEL_NOT_ACTIVE,
     METADATA_KEY,
     RESPONSE_CANCELLED,
     RESPONSE_CREATED,
     RESPONSE_DONE,
-    UNANSWERED,
     is_in_band,
     parse_error,
     request_key_of,
@@ -109,6 +108,7 @@ from ._events import (
     status_of,
 )
 from ._result import ResponseResult
+from ._statistics import STATUS_COUNTS, GateStatistics
 
 __all__ = [
     "SLOT_MOVES",
@@ -304,55 +304,6 @@ class Effects:
         return bool(self.send or self.changed or self.ended)
 
 
-@attrs.frozen
-class GateStatistics:
-    """A snapshot of the gate. Counts are of our own requests unless noted."""
-
-    #: Requests waiting for the slot (or for their turn's function results).
-    queue_depth: int
-    #: Requests whose ``response.create`` is sent and not yet created.
-    in_flight: int
-    #: The in-band response holding the slot, ours or server-started, if known.
-    active_response_id: str | None
-    slot_busy: bool
-    #: ``response.create`` events sent (a retried request counts once per attempt).
-    sent: int
-    #: Requests that ended ``DONE`` with status ``completed``.
-    completed: int
-    #: Requests that ended ``DONE`` with status ``cancelled`` (before sending included).
-    cancelled: int
-    #: Requests that ended ``DONE`` with status ``incomplete``.
-    incomplete: int
-    #: Requests that ended ``DONE`` with status ``failed`` (the server's own failure).
-    failed_by_server: int
-    #: Requests that ended ``FAILED``: rejected, timed out, or the session ended first.
-    failed: int
-    #: Of those, requests the server rejected (other than the absorbed conflict).
-    rejected: int
-    #: Of those, requests that timed out (no ``response.created``, or no ``response.done``
-    #: after a cancel).
-    timed_out: int
-    #: ``conversation_already_has_active_response`` rejections absorbed and retried.
-    conflicts_absorbed: int
-    #: In-band responses the server started by itself.
-    server_started: int
-    #: Slots force-released after a cancel got no ``response.done``.
-    forced_releases: int
-
-
-_COUNTS = tuple(
-    name
-    for name in attrs.fields_dict(GateStatistics)
-    if name not in ("queue_depth", "in_flight", "active_response_id", "slot_busy")
-)
-_STATUS_COUNT = {
-    "completed": "completed",
-    "cancelled": "cancelled",
-    "incomplete": "incomplete",
-    "failed": "failed_by_server",
-}
-
-
 def _new_id_factory() -> Callable[[], str]:
     prefix = f"trq_{secrets.token_hex(4)}_"
     counter = itertools.count(1)
@@ -374,19 +325,6 @@ class _Memory:
 
     def __contains__(self, key: object) -> bool:
         return key in self._keys
-
-
-@attrs.define
-class _Awaiting:
-    """A client event awaiting its answer (rule 2)."""
-
-    type: str
-    #: For ``conversation.item.create``: the item's own id, when the client gave one.
-    item_id: str | None
-    #: When no answer is expected any more.
-    expires: float
-    #: For ``response.create``: its request.
-    request: Request | None = None
 
 
 # ---------------------------------------------------------------------- the gate
@@ -420,14 +358,13 @@ class Gate:
         self._waiting = 0  # queued + free lane + held
         self._sent: dict[str, Request] = {}  # by event_id
         self._responses: dict[str, _Response] = {}  # running, by response id
-        # Rule 2: client events awaiting an answer, in wire order, by event_id.
-        self._awaiting: OrderedDict[str, _Awaiting] = OrderedDict()
+        self._unanswered = Unanswered(timeout=created_timeout)  # rule 2
         self._abandoned = _Memory()  # event_ids of requests given up before their created
         self._finished = _Memory()  # response ids whose response.done was seen
         self._cancel_ids = _Memory()
         self._effects = Effects()
         self._closed: RealtimeError | None = None
-        self._counts = dict.fromkeys(_COUNTS, 0)
+        self._counts = dict.fromkeys(GateStatistics.counts(), 0)
 
     # ------------------------------------------------------------------ introspection
 
@@ -594,22 +531,7 @@ class Gate:
 
     def client_event_sent(self, event: Mapping[str, Any], *, now: float) -> None:
         """The application sent this client event (not a ``response.create``), in wire order."""
-        event_type = event.get("type")
-        event_id = event.get("event_id")
-        if not isinstance(event_type, str) or not isinstance(event_id, str):
-            return
-        if event_type in UNANSWERED or event_type == "response.cancel":
-            return  # never answered; a cancel is answered only by its response's end
-        item = event.get("item")
-        item_id = item.get("id") if isinstance(item, Mapping) else None
-        self._await(
-            event_id,
-            _Awaiting(
-                event_type,
-                item_id if isinstance(item_id, str) else None,
-                now + self._created_timeout,
-            ),
-        )
+        self._unanswered.event_sent(event, now=now)
 
     # ------------------------------------------------------------------ the dispatcher
 
@@ -651,8 +573,8 @@ class Gate:
             if not response.cancel_sent:
                 response.deadline = now + self._response_timeout
             return response.request
-        if isinstance(event_type, str) and self._awaiting:
-            self._on_acknowledgement(event_type, event)
+        if isinstance(event_type, str) and self._unanswered:
+            self._unanswered.acknowledged(event_type, event)
         return None
 
     def _on_created(self, event: Mapping[str, Any], now: float) -> Request | None:
@@ -669,7 +591,7 @@ class Gate:
             logger.debug("response.created for finished %s (duplicate or late); ignored", rid)
             return None
         if key is not None:
-            self._answered(key)
+            self._unanswered.answered(key)
         request = self._sent.pop(key, None) if key is not None else None
         if request is not None:
             return self._request_created(request, rid, known, now)
@@ -744,7 +666,7 @@ class Gate:
         else:
             key = request_key_of(response)
             if key is not None:
-                self._answered(key)
+                self._unanswered.answered(key)
             request = self._sent.pop(key, None) if key is not None else None
             if request is not None:  # done without a created we saw (rule 9)
                 request.response_id = rid
@@ -761,7 +683,7 @@ class Gate:
             self._effects.ended.append((rid, response))
         if request is not None and not request.state.terminal:
             status = status_of(response, str(event.get("type")))
-            if status not in _STATUS_COUNT:
+            if status not in STATUS_COUNTS:
                 status = "failed"
             self._done(request, status, response, now)
         return request
@@ -770,19 +692,15 @@ class Gate:
         error = parse_error(event)
         eid = error.client_event_id
         if eid is None:
-            eid = self._culprit(error.is_conflict, error.code, error.param, now)
-        awaiting = self._awaiting.get(eid) if eid is not None else None
-        if eid is not None:
-            self._answered(eid)
+            eid = self._unanswered.culprit(
+                conflict=error.is_conflict, code=error.code, param=error.param, now=now
+            )
+        answered = self._unanswered.answered(eid) if eid is not None else None
         request = self._sent.pop(eid, None) if eid is not None else None
         if request is None:
-            if awaiting is not None and awaiting.request is None:
+            if answered is not None and answered != "response.create":
                 logger.warning(
-                    "the server rejected %s %s: %s (%s)",
-                    awaiting.type,
-                    eid,
-                    error.message,
-                    error.code,
+                    "the server rejected %s %s: %s (%s)", answered, eid, error.message, error.code
                 )
             elif eid is not None and eid in self._cancel_ids:
                 logger.debug("cancel answered %s: harmless", error.code)
@@ -801,36 +719,6 @@ class Gate:
                 self._release_slot("the request was rejected")
             self._fail(request, ResponseRejected(error.code, error.message), now)
         return request
-
-    def _culprit(
-        self, conflict: bool, code: str | None, param: str | None, now: float
-    ) -> str | None:
-        """Whose answer an error without ``event_id`` is (rule 2)."""
-        self._forget_expired(now)
-        if code == CANCEL_NOT_ACTIVE and not conflict:
-            return None
-        creates = (
-            (eid, a.request)
-            for eid, a in self._awaiting.items()
-            if a.request is not None and (a.request.takes_slot or not conflict)
-        )
-        if conflict or (param or "").startswith("response"):
-            return next((eid for eid, _ in creates), None)
-        if len(self._awaiting) == 1:
-            return next((eid for eid, _ in creates), None)
-        if self._awaiting:
-            logger.info("an error without event_id while several events await answers")
-        return None
-
-    def _on_acknowledgement(self, event_type: str, event: Mapping[str, Any]) -> None:
-        item = event.get("item")
-        item_id = item.get("id") if isinstance(item, Mapping) else None
-        for eid, awaiting in self._awaiting.items():
-            if event_type in ANSWERS.get(awaiting.type, ()) and (
-                awaiting.item_id is None or awaiting.item_id == item_id
-            ):
-                self._answered(eid)
-                return
 
     def _conflict(self, request: Request, blocker: str | None, now: float) -> None:
         if self._slot.request is request:
@@ -876,6 +764,7 @@ class Gate:
         for request in [r for r in self._sent.values() if r.deadline <= now]:
             del self._sent[request.event_id]
             self._abandoned.add(request.event_id)
+            self._unanswered.give_up(request.event_id, now=now)
             if self._slot.request is request:
                 self._release_slot("no response.created in time")
             self._counts["timed_out"] += 1
@@ -923,7 +812,7 @@ class Gate:
         self._held.clear()
         self._sent.clear()
         self._responses.clear()
-        self._awaiting.clear()
+        self._unanswered.clear()
         self._waiting = 0
         self._set_slot(_FREE_SLOT, "closed")
         for request in pending:
@@ -967,7 +856,7 @@ class Gate:
     def _done(
         self, request: Request, status: str, response: Mapping[str, Any] | None, now: float
     ) -> None:
-        self._counts[_STATUS_COUNT[status]] += 1
+        self._counts[STATUS_COUNTS[status]] += 1
         request.result = ResponseResult(status, response)
         request.finished_at = now
         request.deadline = math.inf
@@ -998,7 +887,7 @@ class Gate:
         body = dict(request.body)
         body["metadata"] = {**(body.get("metadata") or {}), METADATA_KEY: event_id}
         self._sent[event_id] = request
-        self._await(event_id, _Awaiting("response.create", None, math.inf, request))
+        self._unanswered.create_sent(event_id, takes_slot=request.takes_slot)
         request.attempts += 1
         request.sent_at = now
         request.deadline = now + self._created_timeout
@@ -1008,34 +897,6 @@ class Gate:
 
     def _emit(self, event: Event) -> None:
         self._effects.send.append(event)
-
-    def _await(self, event_id: str, awaiting: _Awaiting) -> None:
-        self._awaiting[event_id] = awaiting
-        self._awaiting.move_to_end(event_id)
-        if len(self._awaiting) > _MEMORY:  # events the server never answered
-            self._awaiting.popitem(last=False)
-
-    def _answered(self, event_id: str) -> None:
-        """The server answered this event, so (answering in order) every older one too."""
-        if event_id not in self._awaiting:
-            return
-        while self._awaiting.popitem(last=False)[0] != event_id:
-            pass
-
-    def _forget_expired(self, now: float) -> None:
-        """Events no answer is expected for any more (rule 2): a create ``created_timeout``
-        after its request gave up on it, any other event ``created_timeout`` after sending."""
-        expired = []
-        for event_id, awaiting in self._awaiting.items():
-            request = awaiting.request
-            if request is not None and request.state is TicketState.FAILED:
-                expires = (request.finished_at or now) + self._created_timeout
-            else:
-                expires = awaiting.expires
-            if expires <= now:
-                expired.append(event_id)
-        for event_id in expired:
-            del self._awaiting[event_id]
 
     def _cancel_event(self, response_id: str | None) -> Event:
         event_id = self._new_id()

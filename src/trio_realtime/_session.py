@@ -31,7 +31,8 @@ from ._config import SessionConfig
 from ._endpoints import Endpoint
 from ._errors import ConnectionLost, RealtimeError, SessionClosed, SessionRefused, fresh
 from ._events import EventKind, MalformedFrame, classify, parse_error, parse_frame
-from ._gate import CancelTarget, Effects, Gate, GateStatistics, Request
+from ._gate import CancelTarget, Effects, Gate, Request
+from ._statistics import SessionStatistics
 from ._stream import EventStream
 from ._ticket import ResponseTicket
 from ._transport import Transport, open_websocket_transport
@@ -43,15 +44,6 @@ __all__ = ["RealtimeSession", "SessionStatistics", "open_session"]
 logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
-
-
-@attrs.frozen
-class SessionStatistics(GateStatistics):
-    """A snapshot of a session: the gate's figures, plus the reader's."""
-
-    #: Frames skipped as malformed.
-    malformed_frames: int
-    subscribers: int
 
 
 class RealtimeSession:
