@@ -8,13 +8,13 @@ null) can then be pinned on a ``response.create`` only when nothing else could h
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from ._events import ANSWERS, CANCEL_NOT_ACTIVE, UNANSWERED
+from ._util import LastN
 
 __all__ = ["Unanswered"]
 
@@ -44,11 +44,10 @@ class Unanswered:
 
     def __init__(self, *, timeout: float, size: int = 256) -> None:
         self._timeout = timeout
-        self._size = size
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._entries: LastN[str, _Entry] = LastN(size)  # beyond: events never answered
 
     def create_sent(self, event_id: str, *, takes_slot: bool) -> None:
-        self._add(event_id, _Entry(CREATE, takes_slot=takes_slot))
+        self._entries[event_id] = _Entry(CREATE, takes_slot=takes_slot)
 
     def event_sent(self, event: Mapping[str, Any], *, now: float) -> None:
         """The application sent ``event`` (anything but a create)."""
@@ -60,13 +59,10 @@ class Unanswered:
             return
         item = event.get("item")
         item_id = item.get("id") if isinstance(item, Mapping) else None
-        self._add(
-            event_id,
-            _Entry(
-                event_type,
-                item_id=item_id if isinstance(item_id, str) else None,
-                expires=now + self._timeout,
-            ),
+        self._entries[event_id] = _Entry(
+            event_type,
+            item_id=item_id if isinstance(item_id, str) else None,
+            expires=now + self._timeout,
         )
 
     def give_up(self, event_id: str, *, now: float) -> None:
@@ -114,12 +110,6 @@ class Unanswered:
 
     def __bool__(self) -> bool:
         return bool(self._entries)
-
-    def _add(self, event_id: str, entry: _Entry) -> None:
-        self._entries[event_id] = entry
-        self._entries.move_to_end(event_id)
-        if len(self._entries) > self._size:  # events the server never answered
-            self._entries.popitem(last=False)
 
     def _forget_expired(self, now: float) -> None:
         expired = [eid for eid, entry in self._entries.items() if entry.expires <= now]

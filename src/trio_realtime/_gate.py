@@ -86,7 +86,7 @@ import itertools
 import logging
 import math
 import secrets
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -109,6 +109,7 @@ from ._events import (
 )
 from ._result import ResponseResult
 from ._statistics import STATUS_COUNTS, GateStatistics
+from ._util import LastN
 
 __all__ = [
     "SLOT_MOVES",
@@ -310,23 +311,6 @@ def _new_id_factory() -> Callable[[], str]:
     return lambda: f"{prefix}{next(counter)}"
 
 
-class _Memory:
-    """A bounded set: remembers the last ``size`` keys."""
-
-    def __init__(self, size: int = _MEMORY) -> None:
-        self._keys: OrderedDict[str, None] = OrderedDict()
-        self._size = size
-
-    def add(self, key: str) -> None:
-        self._keys[key] = None
-        self._keys.move_to_end(key)
-        if len(self._keys) > self._size:
-            self._keys.popitem(last=False)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._keys
-
-
 # ---------------------------------------------------------------------- the gate
 
 
@@ -359,9 +343,9 @@ class Gate:
         self._sent: dict[str, Request] = {}  # by event_id
         self._responses: dict[str, _Response] = {}  # running, by response id
         self._unanswered = Unanswered(timeout=created_timeout)  # rule 2
-        self._abandoned = _Memory()  # event_ids of requests given up before their created
-        self._finished = _Memory()  # response ids whose response.done was seen
-        self._cancel_ids = _Memory()
+        self._abandoned: LastN[str, None] = LastN(_MEMORY)  # requests given up before created
+        self._finished: LastN[str, None] = LastN(_MEMORY)  # responses whose done was seen
+        self._cancel_ids: LastN[str, None] = LastN(_MEMORY)
         self._effects = Effects()
         self._closed: RealtimeError | None = None
         self._counts = dict.fromkeys(GateStatistics.counts(), 0)
@@ -679,7 +663,7 @@ class Gate:
         ):
             self._release_slot("the response ended")
         if rid is not None:
-            self._finished.add(rid)
+            self._finished[rid] = None
             self._effects.ended.append((rid, response))
         if request is not None and not request.state.terminal:
             status = status_of(response, str(event.get("type")))
@@ -714,7 +698,7 @@ class Gate:
             self._conflict(request, error.blocking_response_id, now)
         else:
             self._counts["rejected"] += 1
-            self._abandoned.add(request.event_id)  # in case the attribution was wrong
+            self._abandoned[request.event_id] = None  # in case the attribution was wrong
             if self._slot.request is request:
                 self._release_slot("the request was rejected")
             self._fail(request, ResponseRejected(error.code, error.message), now)
@@ -763,7 +747,7 @@ class Gate:
         """Apply every deadline that has passed (rule 7)."""
         for request in [r for r in self._sent.values() if r.deadline <= now]:
             del self._sent[request.event_id]
-            self._abandoned.add(request.event_id)
+            self._abandoned[request.event_id] = None
             self._unanswered.give_up(request.event_id, now=now)
             if self._slot.request is request:
                 self._release_slot("no response.created in time")
@@ -900,7 +884,7 @@ class Gate:
 
     def _cancel_event(self, response_id: str | None) -> Event:
         event_id = self._new_id()
-        self._cancel_ids.add(event_id)
+        self._cancel_ids[event_id] = None
         event: Event = {"type": "response.cancel", "event_id": event_id}
         if response_id is not None:
             event["response_id"] = response_id

@@ -10,11 +10,12 @@ has a result.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
 import attrs
+
+from ._util import LastN
 
 __all__ = ["Turns", "function_call_ids"]
 
@@ -56,15 +57,13 @@ class Turns(Generic[T]):
     """Which response made which call, and which follow-ups may go. ``T`` is the follow-up."""
 
     def __init__(self) -> None:
-        self._by_call: OrderedDict[str, Turn[T]] = OrderedDict()
-        self._by_response: OrderedDict[str, Turn[T]] = OrderedDict()
+        self._by_call: LastN[str, Turn[T]] = LastN(_MEMORY)
+        self._by_response: LastN[str, Turn[T]] = LastN(_MEMORY)
 
     def _turn(self, response_id: str) -> Turn[T]:
         turn = self._by_response.get(response_id)
         if turn is None:
             turn = self._by_response[response_id] = Turn(response_id)
-            if len(self._by_response) > _MEMORY:
-                self._by_response.popitem(last=False)
         return turn
 
     def note_call(self, response_id: str, call_id: str) -> None:
@@ -72,8 +71,6 @@ class Turns(Generic[T]):
         turn = self._turn(response_id)
         turn.calls.add(call_id)
         self._by_call[call_id] = turn
-        if len(self._by_call) > _MEMORY:
-            self._by_call.popitem(last=False)
 
     def on_done(self, response_id: str, response: Mapping[str, Any]) -> T | None:
         """The response ended; returns its follow-up if that may now be released."""

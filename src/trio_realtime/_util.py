@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
-__all__ = ["unwrap_lone_exception"]
+__all__ = ["LastN", "unwrap_lone_exception"]
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @contextmanager
@@ -23,3 +28,21 @@ def unwrap_lone_exception() -> Iterator[None]:
             exc = group.exceptions[0]
             raise exc from exc.__cause__
         raise
+
+
+class LastN(OrderedDict[K, V]):
+    """A dict that remembers only the last ``size`` keys set: the oldest goes first.
+
+    What the library remembers of the past (finished responses, abandoned requests, events
+    awaiting answers, function-call turns) is bounded this one way.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        if len(self) > self.size:
+            self.popitem(last=False)
