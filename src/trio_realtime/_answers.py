@@ -92,17 +92,34 @@ class Unanswered:
     def culprit(
         self, *, conflict: bool, code: str | None, param: str | None, now: float
     ) -> str | None:
-        """The create an error without ``event_id`` answers, if it can be known (rule 2)."""
+        """The event an error without ``event_id`` answers, if it can be known (rule 2).
+
+        A conflict, or an error about a ``response.*`` param, is the oldest unanswered
+        create's (in-band, for a conflict). ``response_cancel_not_active`` is a cancel's.
+        Otherwise: the oldest event awaiting an answer, if it is one of the application's
+        (each is answered when the server reads it, so none older can be the cause); or
+        the oldest create, if it is the only event awaiting an answer (a create's
+        ``response.created`` may come after later events' answers, so with anything sent
+        after it still unanswered, the error may be theirs).
+        """
         self._forget_expired(now)
         if code == CANCEL_NOT_ACTIVE and not conflict:
             return None
-        creates = (
-            event_id
-            for event_id, entry in self._entries.items()
-            if entry.type == CREATE and (entry.takes_slot or not conflict)
-        )
-        if conflict or (param or "").startswith("response") or len(self._entries) == 1:
-            return next(creates, None)
+        if conflict or (param or "").startswith("response"):
+            return next(
+                (
+                    event_id
+                    for event_id, entry in self._entries.items()
+                    if entry.type == CREATE and (entry.takes_slot or not conflict)
+                ),
+                None,
+            )
+        oldest = next(iter(self._entries.items()), None)
+        if oldest is None:
+            return None
+        event_id, entry = oldest
+        if entry.type != CREATE or len(self._entries) == 1:
+            return event_id
         return None
 
     def clear(self) -> None:

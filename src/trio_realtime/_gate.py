@@ -24,7 +24,8 @@ The rules
    same id in ``response.metadata[METADATA_KEY]`` (the same on every attempt: an attempt's
    answer always comes before the next attempt is sent). ``response.created`` and
    ``response.done`` are matched by that metadata, errors by ``error.event_id``.
-2. **Errors without ``error.event_id``.** The server handles client events in order, so an
+2. **Errors without ``error.event_id``.** The server reads client events in order and answers
+   each as it reads it (an error, or an acknowledgement such as ``session.updated``), so the
    answer to one event answers every event sent before it too. An error without an
    ``event_id`` is the answer of:
 
@@ -32,9 +33,11 @@ The rules
      one whose request already timed out: only a create can cause it;
    - nobody's, if it is ``response_cancel_not_active`` (a cancel's: harmless);
    - the oldest unanswered ``response.create``, if its ``param`` starts with ``response``;
-   - otherwise the oldest unanswered ``response.create`` only when it is the *only* client
-     event still awaiting an answer; if anything else the application sent awaits one, the
-     error is ambiguous and is logged, not attributed.
+   - otherwise the oldest client event still awaiting an answer, if the application sent it
+     (the error is logged); or the oldest ``response.create``, only when it is the *only*
+     event still awaiting an answer (its ``response.created`` may come after later events'
+     answers, so while anything sent after it is unanswered the error may be theirs: it is
+     logged, not attributed).
 
    A client event awaits an answer from when it is sent until its answer arrives (an error
    naming it, or the acknowledgement :data:`~trio_realtime._events.ANSWERS` lists; for a
@@ -42,8 +45,8 @@ The rules
    sent after it is answered, or until ``created_timeout`` has passed (for a create: after
    its request timed out), after which no answer is expected any more.
    ``input_audio_buffer.append`` is never answered (the protocol does not acknowledge it), so
-   it never awaits one; the library's own ``response.cancel`` events are answered only by
-   their response's end or ``response_cancel_not_active``.
+   it never awaits one; nor does a ``response.cancel``, answered only by its response's end or
+   ``response_cancel_not_active``. The bookkeeping is :class:`~trio_realtime._answers.Unanswered`.
 3. **The slot** is a capacity-one semaphore whose holder is on record (see :class:`Slot`). A
    queued in-band request is sent only when it is free, and reserves it. An in-band
    ``response.created`` that matches no request (voice activity detection, another
