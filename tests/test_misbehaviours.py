@@ -192,16 +192,24 @@ def test_null_id_rejection_of_the_only_unanswered_create_fails_it() -> None:
     assert following.state is TicketState.SENT  # the slot is free at once
 
 
-def test_null_id_rejection_is_ambiguous_while_another_event_awaits_an_answer() -> None:
+def test_null_id_error_answers_an_older_application_event_first() -> None:
     d = Driver()
     d.gate.client_event_sent({"type": "session.update", "event_id": "evt_1"}, now=d.now)
     mine = d.submit()
-    d.feed(error("unknown_parameter", "Unknown parameter", None))
-    assert mine.state is TicketState.SENT  # maybe the session.update's: not guessed
-    # Once the session.update is answered, a null-id error is the create's again.
-    d.feed({"type": "session.updated", "event_id": "ev_s1", "session": {}})
-    d.feed(error("unknown_parameter", "Unknown parameter", None))
+    d.feed(error("invalid_value", "Invalid session", None))  # read first: the update's
+    assert mine.state is TicketState.SENT
+    d.feed(error("unknown_parameter", "Unknown parameter", None))  # then the create's
     assert isinstance(mine.error, ResponseRejected)
+
+
+def test_null_id_error_is_ambiguous_while_a_later_event_awaits_an_answer() -> None:
+    d = Driver()
+    mine = d.submit()
+    d.gate.client_event_sent({"type": "session.update", "event_id": "evt_1"}, now=d.now)
+    d.feed(error("unknown_parameter", "Unknown parameter", None))  # mine's or the update's
+    assert mine.state is TicketState.SENT  # not guessed
+    d.feed({"type": "session.updated", "event_id": "ev_s1", "session": {}})
+    assert mine.state is TicketState.SENT
 
 
 def test_audio_appends_await_no_answer() -> None:
