@@ -38,6 +38,9 @@ from trio_realtime.testing import (
     open_fake_server,
 )
 
+#: Every test here runs over each transport (see conftest.py).
+pytestmark = pytest.mark.usefixtures("transport")
+
 #: Deadlines no test below reaches unless it means to: a failure then comes from the fault.
 PATIENT = SessionConfig(created_timeout=1000.0, response_timeout=1000.0, cancel_grace=1000.0)
 

@@ -28,6 +28,10 @@ from trio_realtime.testing import (
 TEXT_DELTA = {"ga": "response.output_text.delta", "beta": "response.text.delta"}
 
 
+#: Every test here runs over each transport (see conftest.py).
+pytestmark = pytest.mark.usefixtures("transport")
+
+
 @pytest.mark.parametrize("dialect", ["ga", "beta"])
 async def test_text_response_in_both_dialects(dialect: Literal["ga", "beta"]) -> None:
     with trio.fail_after(10):

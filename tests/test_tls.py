@@ -17,6 +17,10 @@ DATA = Path(__file__).parent / "data"
 CERT = DATA / "localhost-cert.pem"  # self-signed for localhost / 127.0.0.1
 
 
+#: Every test here runs over each transport (see conftest.py).
+pytestmark = pytest.mark.usefixtures("transport")
+
+
 async def greet(request: WebSocketRequest) -> None:
     ws = await request.accept()
     await ws.send_message(json.dumps({"type": "session.created", "session": {"id": "sess"}}))

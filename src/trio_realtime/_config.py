@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -48,6 +48,11 @@ class SessionConfig:
     receive_buffer_size: int = attrs.field(default=64 * 1024, validator=_positive)
     #: Send credentials over plain ``ws://`` to a host that is not loopback.
     allow_insecure: bool = False
+    #: The WebSocket library: ``"trio-websocket"`` (the default, a core dependency) or
+    #: ``"websockets"`` (faster; ``pip install "trio-realtime[fast]"``).
+    transport: Literal["trio-websocket", "websockets"] = attrs.field(
+        default="trio-websocket", validator=attrs.validators.in_(("trio-websocket", "websockets"))
+    )
     #: TLS settings for ``wss://`` (e.g. a private CA); None: the system's trust store, with
     #: certificate and host name verification.
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -93,12 +93,29 @@ _LIFECYCLE = {
 }
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_parser() -> Callable[[str], Any]:
+    """``orjson.loads`` when it is installed (the ``fast`` extra), else the standard library's
+    decoder; both refuse what is not JSON (``NaN``, ``Infinity``), so both give one result."""
+    try:
+        import orjson
+    except ImportError:
+        return json.JSONDecoder(parse_constant=_reject_constant).decode
+    return orjson.loads
+
+
+_loads = _json_parser()
+
+
 def parse_frame(data: str | bytes) -> Event:
     """Parse one WebSocket message into an event dict, or raise :class:`MalformedFrame`."""
     if not isinstance(data, str):
         raise MalformedFrame(f"binary frame of {len(data)} bytes")
     try:
-        event = json.loads(data)
+        event = _loads(data)
     except ValueError as exc:
         raise MalformedFrame(f"invalid JSON ({exc})") from None
     if not isinstance(event, dict):

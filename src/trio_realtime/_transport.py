@@ -1,15 +1,18 @@
-"""The seam to the WebSocket library: a three-method :class:`Transport`.
+"""The seam to the WebSocket libraries: a three-method :class:`Transport`, and opening one.
 
-Everything else in trio-realtime talks to a ``Transport``; only this module imports
-trio-websocket (which is in maintenance mode, so it stays behind this one small seam), and its
-exceptions are translated here, once, into :class:`ConnectionLost`.
+Everything else in trio-realtime talks to a ``Transport``. This module checks the URL and the
+credentials, opens the TCP (and TLS) stream itself — so that no socket is left open whichever
+side closes first — and maps what connecting can raise to :class:`ConnectionLost`, once. The
+WebSocket itself is spoken by one of two modules, chosen by ``SessionConfig.transport``:
 
-trio-websocket 0.12.2 leaves the client socket open when the server closes first, so the TCP
-(and TLS) stream is opened here, wrapped with ``wrap_client_stream``, and closed here.
+- ``"trio-websocket"`` (:mod:`._transport_tws`, the default and a core dependency);
+- ``"websockets"`` (:mod:`._transport_ws`, ``websockets``' own Trio implementation, faster;
+  installed with ``pip install "trio-realtime[fast]"``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import logging
 import ssl
@@ -18,17 +21,19 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Protocol, runtime_checkable
 
+import attrs
 import trio
-import trio_websocket
 
 from ._config import SessionConfig
 from ._endpoints import Endpoint
 from ._errors import ConnectionLost
 from ._util import unwrap_lone_exception
 
-__all__ = ["Transport", "open_websocket_transport"]
+__all__ = ["Target", "Transport", "open_websocket_transport"]
 
 logger = logging.getLogger(__name__)
+
+Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
 
 
 @runtime_checkable
@@ -48,6 +53,20 @@ class Transport(Protocol):
         ...
 
 
+@attrs.frozen
+class Target:
+    """Where to connect, checked: what the WebSocket modules need."""
+
+    host: str
+    port: int
+    secure: bool
+    #: The request target: path and query.
+    resource: str
+    #: The Host header's value.
+    host_header: str
+    headers: tuple[tuple[str, str], ...] = attrs.field(repr=False)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -57,87 +76,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class _WebSocketTransport:
-    def __init__(
-        self, ws: trio_websocket.WebSocketConnection, stream: trio.abc.Stream, close_timeout: float
-    ) -> None:
-        self._ws = ws
-        self._stream = stream
-        self._close_timeout = close_timeout
-        self._closed = False
-
-    async def send(self, message: str) -> None:
-        try:
-            await self._ws.send_message(message)
-        except trio_websocket.ConnectionClosed as exc:
-            raise _lost(exc) from exc
-
-    async def receive(self) -> str | bytes:
-        try:
-            return await self._ws.get_message()
-        except trio_websocket.ConnectionClosed as exc:
-            raise _lost(exc) from exc
-
-    async def aclose(self) -> None:
-        if self._closed:
-            await trio.lowlevel.checkpoint()
-            return
-        self._closed = True
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(self._close_timeout):
-                await self._ws.aclose()
-            await trio.aclose_forcefully(self._stream)
-
-
-def _describe(exc: BaseException) -> str:
-    """What went wrong, in words: the innermost cause (trio wraps TLS errors), looking inside
-    exception groups (``open_tcp_stream`` puts each failed attempt in one)."""
-    while True:
-        if isinstance(exc, BaseExceptionGroup):
-            reasons = dict.fromkeys(_describe(e) for e in exc.exceptions)
-            return "; ".join(reasons)
-        if exc.__cause__ is None:
-            break
-        exc = exc.__cause__
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-@contextmanager
-def _connect_errors(host: str, port: int) -> Iterator[None]:
-    """Map what connecting can raise to :class:`ConnectionLost`, once (as httpcore does)."""
-    try:
-        yield
-    except trio_websocket.ConnectionRejected as exc:
-        raise ConnectionLost(f"handshake with {host} rejected: HTTP {exc.status_code}") from exc
-    except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
-        raise ConnectionLost(f"handshake with {host} failed: {_describe(exc)}") from exc
-    except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-        reason = "timed out" if isinstance(exc, trio.TooSlowError) else _describe(exc)
-        raise ConnectionLost(f"could not connect to {host}:{port}: {reason}") from exc
-
-
-def _lost(exc: trio_websocket.ConnectionClosed) -> ConnectionLost:
-    reason = exc.reason
-    if reason is None:
-        return ConnectionLost("connection lost")
-    return ConnectionLost(
-        f"connection closed: {reason.code} {reason.name} {reason.reason or ''}".rstrip(),
-        code=reason.code,
-        reason=reason.reason,
-    )
-
-
-@asynccontextmanager
-async def open_websocket_transport(
-    endpoint: Endpoint, config: SessionConfig, *, deadline: float
-) -> AsyncIterator[Transport]:
-    """Open a WebSocket to ``endpoint``; connecting must finish by ``deadline``.
-
-    ``wss://`` verifies certificates against the system store. Credentials are refused over
-    plain ``ws://`` to a host that is not loopback unless ``config.allow_insecure``.
-    """
+def target_of(endpoint: Endpoint, config: SessionConfig) -> Target:
+    """Check the URL and where credentials may go; raises ``ValueError``."""
     parts = urllib.parse.urlsplit(endpoint.url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"not a ws:// or wss:// URL: {parts.scheme}://{parts.hostname}")
@@ -153,36 +93,95 @@ async def open_websocket_transport(
             f"refusing to send credentials over plain ws:// to {host}; use wss:// "
             "(or SessionConfig(allow_insecure=True))"
         )
-    port = parts.port or (443 if secure else 80)
     resource = parts.path or "/"
     if parts.query:
         resource = f"{resource}?{parts.query}"
-    host_header = host if parts.port is None else f"{host}:{parts.port}"
-    headers = [(k.encode(), v.encode()) for k, v in endpoint.headers]
+    return Target(
+        host=host,
+        port=parts.port or (443 if secure else 80),
+        secure=secure,
+        resource=resource,
+        host_header=host if parts.port is None else f"{host}:{parts.port}",
+        headers=tuple(endpoint.headers),
+    )
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, in words: the innermost cause (trio wraps TLS errors), looking inside
+    exception groups (``open_tcp_stream`` puts each failed attempt in one)."""
+    while True:
+        if isinstance(exc, BaseExceptionGroup):
+            reasons = dict.fromkeys(describe(e) for e in exc.exceptions)
+            return "; ".join(reasons)
+        if exc.__cause__ is None:
+            break
+        exc = exc.__cause__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+@contextmanager
+def connect_errors(target: Target) -> Iterator[None]:
+    """Map the network errors of connecting to :class:`ConnectionLost`, once (as httpcore
+    does); each WebSocket module maps its own handshake errors inside this."""
+    try:
+        yield
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+        reason = "timed out" if isinstance(exc, trio.TooSlowError) else describe(exc)
+        raise ConnectionLost(f"could not connect to {target.host}:{target.port}: {reason}") from exc
+
+
+@asynccontextmanager
+async def closed_on_error(stream: trio.abc.AsyncResource) -> AsyncIterator[None]:
+    """Close ``stream`` at once if the block raises anything (cancellation included)."""
+    try:
+        yield
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+
+
+async def open_stream(target: Target, config: SessionConfig) -> Stream:
+    """A TCP stream to the target, TLS-wrapped for ``wss://`` (certificates verified)."""
+    tcp = await trio.open_tcp_stream(target.host, target.port)
+    if not target.secure:
+        return tcp
+    context = config.ssl_context or ssl.create_default_context()
+    tls = trio.SSLStream(tcp, context, server_hostname=target.host)
+    async with closed_on_error(tls):
+        await tls.do_handshake()
+    return tls
+
+
+@asynccontextmanager
+async def open_websocket_transport(
+    endpoint: Endpoint, config: SessionConfig, *, deadline: float
+) -> AsyncIterator[Transport]:
+    """Open a WebSocket to ``endpoint`` over ``config.transport``; connected by ``deadline``.
+
+    ``wss://`` verifies certificates against the system store (or ``config.ssl_context``).
+    Credentials are refused over plain ``ws://`` to a host that is not loopback unless
+    ``config.allow_insecure``. Raises ``ValueError`` for a bad URL, ``ImportError`` when the
+    chosen transport is not installed, :class:`ConnectionLost` when connecting fails.
+    """
+    target = target_of(endpoint, config)
+    if config.transport == "websockets":
+        if importlib.util.find_spec("websockets") is None:
+            raise ImportError(
+                'SessionConfig(transport="websockets") needs the websockets package: '
+                'pip install "trio-realtime[fast]"'
+            )
+        from ._transport_ws import open_transport
+    else:
+        from ._transport_tws import open_transport
     with unwrap_lone_exception():
         async with trio.open_nursery() as nursery:
-            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-            with _connect_errors(host, port), trio.fail_at(deadline):
-                stream = await trio.open_tcp_stream(host, port)
-                try:
-                    if secure:
-                        context = config.ssl_context or ssl.create_default_context()
-                        stream = trio.SSLStream(stream, context, server_hostname=host)
-                        await stream.do_handshake()
-                    ws = await trio_websocket.wrap_client_stream(
-                        nursery,
-                        stream,
-                        host_header,
-                        resource,
-                        extra_headers=headers,
-                        max_message_size=config.max_message_size,
-                        receive_buffer_size=config.receive_buffer_size,
-                    )
-                except BaseException:
-                    await trio.aclose_forcefully(stream)
-                    raise
-            logger.debug("connected to %s%s", host_header, parts.path)
-            transport = _WebSocketTransport(ws, stream, config.close_timeout)
+            with connect_errors(target), trio.fail_at(deadline):
+                stream = await open_stream(target, config)
+                transport = await open_transport(nursery, stream, target, config)
+            path = target.resource.split("?")[0]
+            logger.debug("connected to %s%s over %s", target.host_header, path, config.transport)
             try:
                 yield transport
             finally:
