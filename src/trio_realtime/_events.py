@@ -97,14 +97,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _json_parser() -> Callable[[str], Any]:
+def _json_parser(*, orjson_if_installed: bool = True) -> Callable[[str], Any]:
     """``orjson.loads`` when it is installed (the ``fast`` extra), else the standard library's
     decoder; both refuse what is not JSON (``NaN``, ``Infinity``), so both give one result."""
-    try:
-        import orjson
-    except ImportError:
-        return json.JSONDecoder(parse_constant=_reject_constant).decode
-    return orjson.loads
+    if orjson_if_installed:
+        try:
+            import orjson
+        except ImportError:
+            pass
+        else:
+            return orjson.loads
+    return json.JSONDecoder(parse_constant=_reject_constant).decode
 
 
 _loads = _json_parser()
