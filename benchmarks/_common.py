@@ -4,6 +4,7 @@ clients, percentiles, tables and JSON."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -266,3 +267,17 @@ class SeedClient:
                 self.rejections += 1
             self.changed.set()
             self.changed = trio.Event()
+
+
+@contextlib.contextmanager
+def json_parser(*, fast: bool) -> Iterator[None]:
+    """Run the library with ``orjson`` (``fast``, as the ``[fast]`` extra does) or with the
+    standard library's parser (the core install), whatever is installed here."""
+    from trio_realtime import _events
+
+    saved = _events._loads
+    _events._loads = _events._json_parser(orjson_if_installed=fast)
+    try:
+        yield
+    finally:
+        _events._loads = saved

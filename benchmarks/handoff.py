@@ -4,10 +4,14 @@
 Contenders, on the same server process, in interleaved rounds (the order rotates each round):
 
 - ``floor``: a minimal hand-written trio-websocket loop: send a create, read until done, send
-  the next (same 64 KiB receive buffer as trio-realtime);
+  the next (same 64 KiB receive buffer as trio-realtime); the reference;
+- ``websockets floor``: the same loop on ``websockets``' Trio implementation;
 - ``seed``: the hand-written fix this project grew from, in Trio: a busy flag, a FIFO list,
   and a 100 ms sleep before each queued response (fewer responses, it is slow by design);
-- ``trio-realtime``: every request queued at once with ``request_response``.
+- ``trio-realtime``: every request queued at once with ``request_response``, over the
+  default transport (trio-websocket, the standard library's JSON parser), and
+  ``trio-realtime (websockets)``: over the fast one (``websockets`` and ``orjson``, the
+  ``[fast]`` extra).
 
 Timestamps are taken by the server (``bench_server.py``). The first few handoffs of each
 connection are warm-up and dropped.
@@ -48,6 +52,26 @@ async def run_floor(port: int, tag: str, n: int) -> None:
                 pass
 
 
+async def run_websockets_floor(port: int, tag: str, n: int) -> None:
+    from websockets.trio.client import connect
+
+    url = common.url(port, tag=tag)
+    async with connect(url, compression=None, proxy=None, ping_interval=None) as ws:
+        json.loads(await ws.recv())  # session.created
+        for i in range(n):
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "response.create",
+                        "event_id": f"evt_{i}",
+                        "response": {"metadata": {"i": str(i)}},
+                    }
+                )
+            )
+            while json.loads(await ws.recv())["type"] != "response.done":
+                pass
+
+
 async def run_seed(port: int, tag: str, n: int) -> None:
     async with common.open_raw_ws(port, common.resource_of(port, tag=tag)) as ws:
         json.loads(await ws.get_message())
@@ -62,18 +86,29 @@ async def run_seed(port: int, tag: str, n: int) -> None:
             nursery.cancel_scope.cancel()
 
 
+async def _trio_realtime(port: int, tag: str, n: int, *, transport: str, fast: bool) -> None:
+    config = SessionConfig(max_queue=n + 1, transport=transport)  # type: ignore[arg-type]
+    with common.json_parser(fast=fast):
+        async with open_session(common.url(port, tag=tag), config=config) as session:
+            tickets = [session.request_response({"metadata": {"i": str(i)}}) for i in range(n)]
+            for ticket in tickets:
+                await ticket.wait_done()
+
+
 async def run_trio_realtime(port: int, tag: str, n: int) -> None:
-    config = SessionConfig(max_queue=n + 1)
-    async with open_session(common.url(port, tag=tag), config=config) as session:
-        tickets = [session.request_response({"metadata": {"i": str(i)}}) for i in range(n)]
-        for ticket in tickets:
-            await ticket.wait_done()
+    await _trio_realtime(port, tag, n, transport="trio-websocket", fast=False)
+
+
+async def run_trio_realtime_fast(port: int, tag: str, n: int) -> None:
+    await _trio_realtime(port, tag, n, transport="websockets", fast=True)
 
 
 CONTENDERS: dict[str, Callable[[int, str, int], Awaitable[None]]] = {
     "floor": run_floor,
+    "websockets floor": run_websockets_floor,
     "seed": run_seed,
     "trio-realtime": run_trio_realtime,
+    "trio-realtime (websockets)": run_trio_realtime_fast,
 }
 
 
@@ -150,9 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         results = trio.run(lambda: bench(port, rounds=rounds, n=n, seed_n=seed_n))
     table = report(results, rounds=rounds, n=n, seed_n=seed_n)
     trc = results["contenders"]["trio-realtime"]
+    fast = results["contenders"]["trio-realtime (websockets)"]
     goals = {
-        "p50_within_1_25x_floor": trc["p50_vs_floor"] <= 1.25,
+        "p50_within_1_2x_floor": trc["p50_vs_floor"] <= 1.2,
         "p99_under_1ms": trc["p99"] < 1000,
+        "websockets_p50_within_1_0x_floor": fast["p50_vs_floor"] <= 1.0,
+        "websockets_p99_under_1ms": fast["p99"] < 1000,
     }
     print("goals:", ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in goals.items()))
     common.write_json(

@@ -4,7 +4,9 @@ Each round runs, in a fresh client process each (so memory is measured from a cl
 
 - ``bare trio-websocket``: N bare trio-websocket connections (64 KiB receive buffer), each
   sending its R requests one after the other (create, read until done, next): the baseline;
-- ``trio-realtime``: N sessions (``open_session``), each queuing its R requests at once.
+- ``trio-realtime``: N sessions (``open_session``), each queuing its R requests at once, over
+  the default transport; ``trio-realtime (websockets)``: the same over the fast one
+  (``websockets`` and ``orjson``, the ``[fast]`` extra).
 
 All connections are opened first (memory per connection = growth of the resident set / N),
 then every connection runs its requests at the same moment. Reported: connections and
@@ -31,7 +33,7 @@ import trio
 import _common as common
 from trio_realtime import SessionConfig, open_session
 
-KINDS = ("bare trio-websocket", "trio-realtime")
+KINDS = ("bare trio-websocket", "trio-realtime", "trio-realtime (websockets)")
 CONNECT_CONCURRENCY = 50
 
 
@@ -84,8 +86,12 @@ async def child(kind: str, port: int, sessions: int, requests: int, prefix: str)
     async def realtime(i: int) -> None:
         nonlocal completed
         url = common.url(port, tag=f"{prefix}{i}")
+        fast = kind == KINDS[2]
+        config = SessionConfig(
+            connect_timeout=60, transport="websockets" if fast else "trio-websocket"
+        )
         async with limiter:
-            cm = open_session(url, config=SessionConfig(connect_timeout=60))
+            cm = open_session(url, config=config)
             session = await cm.__aenter__()
         try:
             note_open()
@@ -111,7 +117,7 @@ async def child(kind: str, port: int, sessions: int, requests: int, prefix: str)
                 all_open.set()  # do not wait for a connection that failed
 
     started = time.monotonic()
-    with trio.fail_after(300):
+    with trio.fail_after(300), common.json_parser(fast=kind == KINDS[2]):
         async with trio.open_nursery() as nursery:
             for i in range(sessions):
                 nursery.start_soon(guarded, i)
@@ -234,15 +240,19 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "runs": rs,
         }
-    base, trc = results[KINDS[0]], results[KINDS[1]]
-    ratios = {
-        "cpu_per_response": common.ratio(trc["cpu_us_per_response"], base["cpu_us_per_response"]),
-        "memory_per_connection": common.ratio(
-            trc["memory_per_connection_kib"], base["memory_per_connection_kib"]
-        ),
-        "handoff_p50": common.ratio(trc["handoff_us"]["p50"], base["handoff_us"]["p50"]),
-        "handoff_p99": common.ratio(trc["handoff_us"]["p99"], base["handoff_us"]["p99"]),
-    }
+    base = results[KINDS[0]]
+
+    def vs_base(r: dict[str, Any]) -> dict[str, float]:
+        return {
+            "cpu_per_response": common.ratio(r["cpu_us_per_response"], base["cpu_us_per_response"]),
+            "memory_per_connection": common.ratio(
+                r["memory_per_connection_kib"], base["memory_per_connection_kib"]
+            ),
+            "handoff_p50": common.ratio(r["handoff_us"]["p50"], base["handoff_us"]["p50"]),
+            "handoff_p99": common.ratio(r["handoff_us"]["p99"], base["handoff_us"]["p99"]),
+        }
+
+    ratios = {kind: vs_base(results[kind]) for kind in KINDS[1:]}
     rows = [
         [
             kind,
@@ -256,18 +266,19 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for kind, r in results.items()
     ]
-    rows.append(
-        [
-            "ratio",
-            "",
-            "",
-            "",
-            f"{ratios['handoff_p50']:.2f}x",
-            f"{ratios['handoff_p99']:.2f}x",
-            f"{ratios['cpu_per_response']:.2f}x",
-            f"{ratios['memory_per_connection']:.2f}x",
-        ]
-    )
+    for kind, r in ratios.items():
+        rows.append(
+            [
+                f"ratio: {kind}",
+                "",
+                "",
+                "",
+                f"{r['handoff_p50']:.2f}x",
+                f"{r['handoff_p99']:.2f}x",
+                f"{r['cpu_per_response']:.2f}x",
+                f"{r['memory_per_connection']:.2f}x",
+            ]
+        )
     table = common.print_table(
         f"Scale: {sessions:,} concurrent connections in one process, {requests} queued "
         f"requests each, server in another process ({rounds} rounds, medians)",

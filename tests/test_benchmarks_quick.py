@@ -37,13 +37,24 @@ def run_quick(name: str, tmp_path: Path) -> dict[str, Any]:
 def test_handoff(tmp_path: Path) -> None:
     data = run_quick("handoff", tmp_path)
     contenders = data["results"]["contenders"]
-    assert set(contenders) == {"floor", "seed", "trio-realtime"}
+    assert set(contenders) == {
+        "floor",
+        "websockets floor",
+        "seed",
+        "trio-realtime",
+        "trio-realtime (websockets)",
+    }
     for name, stats in contenders.items():
         assert stats["n"] > 0, name
         assert {"p50", "p99", "p99_9", "p50_vs_floor", "p99_vs_floor"} <= stats.keys()
         assert stats["server_max_active"] == 1, name
         assert stats["server_rejections"] == 0, name
-    assert set(data["goals"]) == {"p50_within_1_25x_floor", "p99_under_1ms"}
+    assert set(data["goals"]) == {
+        "p50_within_1_2x_floor",
+        "p99_under_1ms",
+        "websockets_p50_within_1_0x_floor",
+        "websockets_p99_under_1ms",
+    }
 
 
 def test_queue_wait(tmp_path: Path) -> None:
@@ -75,7 +86,8 @@ def test_throughput(tmp_path: Path) -> None:
     data = run_quick("throughput", tmp_path)
     for workload in data["results"].values():
         contenders = workload["contenders"]
-        assert "trio-realtime subscriber" in contenders
+        assert "trio-realtime subscriber (trio-websocket)" in contenders
+        assert "trio-realtime subscriber (websockets + orjson)" in contenders
         assert "openai AsyncRealtimeConnection" in contenders
         for name, stats in contenders.items():
             assert stats["median_rate"] > 0, name
