@@ -1,29 +1,34 @@
-"""The fast transport: ``websockets``' own Trio implementation (``pip install
-"trio-realtime[fast]"``).
+"""The fast transport: ``websockets``' protocol, driven by the session's own tasks
+(``pip install "trio-realtime[fast]"``).
 
-The stream is opened by :mod:`._transport` (TLS included) and handed to ``websockets``, which
-speaks the WebSocket protocol over it in a task of the session's transport nursery and closes
-it when the connection ends, whichever side closes first.
+``websockets`` parses and builds WebSocket frames in a sans-I/O ``ClientProtocol``; this module
+moves the bytes. It runs no task of its own: the session's reader reads the socket, and one
+read hands out every message it completed without a further checkpoint each (a 64 KiB read of
+small events is hundreds of messages), which is where this transport wins over a loop around
+an I/O library's ``recv()``. The stream is opened by :mod:`._transport` (TLS included) and
+closed here, whichever side closes first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections import deque
 
 import trio
 from websockets.client import ClientProtocol
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-from websockets.trio.client import ClientConnection
+from websockets.exceptions import InvalidStatus
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from ._config import SessionConfig
-from ._errors import ConnectionLost
-from ._transport import Stream, Target, Transport, closed_on_error, describe
+from ._errors import ConnectionLost, fresh
+from ._transport import Stream, Target, Transport, closed_on_error
 
 __all__ = ["open_transport"]
 
-#: Messages ``websockets`` buffers before it stops reading the socket (backpressure).
-_MAX_QUEUE = 256
 _CREDENTIAL_HEADERS = frozenset({"authorization", "api-key"})
 
 
@@ -47,23 +52,39 @@ _protocol_logger.addFilter(_RedactCredentials())
 
 
 class _WebsocketsTransport:
-    def __init__(self, ws: ClientConnection, stream: Stream, close_timeout: float) -> None:
-        self._ws = ws
+    def __init__(
+        self, stream: Stream, protocol: ClientProtocol, *, close_timeout: float, read_size: int
+    ) -> None:
         self._stream = stream
+        self._protocol = protocol
         self._close_timeout = close_timeout
+        self._read_size = read_size
+        self._messages: deque[str | bytes] = deque()
+        self._fragments: list[bytes] = []
+        self._fragmented_text = False
+        self._send_lock = trio.Lock()
+        self._reading = False
+        self._lost: ConnectionLost | None = None
         self._closed = False
 
+    # ------------------------------------------------------------------ Transport
+
     async def send(self, message: str) -> None:
-        try:
-            await self._ws.send(message)
-        except ConnectionClosed as exc:
-            raise _lost(exc) from exc
+        if self._protocol.state is not State.OPEN:
+            await trio.lowlevel.checkpoint()
+            raise self._connection_lost()
+        self._protocol.send_text(message.encode())
+        await self._flush()
 
     async def receive(self) -> str | bytes:
-        try:
-            return await self._ws.recv()
-        except ConnectionClosed as exc:
-            raise _lost(exc) from exc
+        """The next message. Messages a socket read already completed are returned without a
+        checkpoint; every read of the socket is one."""
+        while not self._messages:
+            if self._lost is not None:
+                await trio.lowlevel.checkpoint()
+                raise fresh(self._lost)
+            await self._read()
+        return self._messages.popleft()
 
     async def aclose(self) -> None:
         if self._closed:
@@ -72,18 +93,106 @@ class _WebsocketsTransport:
         self._closed = True
         with trio.CancelScope(shield=True):
             with trio.move_on_after(self._close_timeout):
-                await self._ws.aclose()
+                if self._protocol.state is State.OPEN:
+                    self._protocol.send_close(1000)
+                    with contextlib.suppress(ConnectionLost):
+                        await self._flush()
+                # The server closes the TCP connection after the closing handshake; wait for
+                # it unless the reader is reading (closing the stream then wakes it).
+                while not self._reading and self._protocol.state is not State.CLOSED:
+                    if not await self._read_once():
+                        break
             await trio.aclose_forcefully(self._stream)
 
+    # ------------------------------------------------------------------ internals
 
-def _lost(exc: ConnectionClosed) -> ConnectionLost:
-    close = exc.rcvd
-    if close is None:
-        return ConnectionLost("connection lost")
-    code = int(close.code)
-    return ConnectionLost(
-        f"connection closed: {code} {close.reason}".rstrip(), code=code, reason=close.reason
-    )
+    async def _flush(self) -> None:
+        """Write what the protocol has to send, in order (the writer's messages, and the
+        pongs and the close frame the reader's reads produce)."""
+        writes = self._protocol.data_to_send()
+        if not writes:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._write(writes)
+
+    async def _write(self, writes: list[bytes]) -> None:
+        try:
+            async with self._send_lock:
+                for data in writes:
+                    if data:
+                        await self._stream.send_all(data)
+                    elif isinstance(self._stream, trio.SocketStream):  # end of data (SEND_EOF)
+                        await self._stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._end()
+            raise self._connection_lost() from exc
+
+    async def _read(self) -> None:
+        await self._read_once()
+        writes = self._protocol.data_to_send()  # pongs, the close frame's echo
+        if writes:
+            with contextlib.suppress(ConnectionLost):  # the reader learns of it anyway
+                await self._write(writes)
+
+    async def _read_once(self) -> bool:
+        """Read the socket once and take in what it completed. False at the end of it."""
+        self._reading = True
+        try:
+            data = await self._stream.receive_some(self._read_size)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        finally:
+            self._reading = False
+        if data:
+            self._protocol.receive_data(data)
+        else:
+            self._protocol.receive_eof()
+        self._take(self._protocol.events_received())
+        if not data or self._protocol.state is not State.OPEN:
+            self._end()
+        return bool(data)
+
+    def _take(self, events: list[Request | Response | Frame]) -> None:
+        """Assemble the messages the protocol parsed out of what was read."""
+        for event in events:
+            if not isinstance(event, Frame):
+                continue  # the handshake's response
+            opcode = event.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                if event.fin:
+                    self._messages.append(_message(bytes(event.data), opcode is Opcode.TEXT))
+                else:
+                    self._fragments = [bytes(event.data)]
+                    self._fragmented_text = opcode is Opcode.TEXT
+            elif opcode is Opcode.CONT:
+                self._fragments.append(bytes(event.data))
+                if event.fin:
+                    data, self._fragments = b"".join(self._fragments), []
+                    self._messages.append(_message(data, self._fragmented_text))
+
+    def _end(self) -> None:
+        if self._lost is None:
+            self._lost = self._connection_lost()
+
+    def _connection_lost(self) -> ConnectionLost:
+        if self._lost is not None:
+            return fresh(self._lost)
+        close = self._protocol.close_rcvd
+        if close is None:
+            return ConnectionLost("connection lost")
+        code = int(close.code)
+        return ConnectionLost(
+            f"connection closed: {code} {close.reason}".rstrip(), code=code, reason=close.reason
+        )
+
+
+def _message(data: bytes, text: bool) -> str | bytes:
+    if not text:
+        return data
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return data  # skipped by the reader as malformed, as a binary frame is
 
 
 async def open_transport(
@@ -96,21 +205,30 @@ async def open_transport(
         max_size=config.max_message_size,
         logger=_protocol_logger,
     )
+    transport = _WebsocketsTransport(
+        stream,
+        protocol,
+        close_timeout=config.close_timeout,
+        read_size=config.receive_buffer_size,
+    )
     async with closed_on_error(stream):
-        ws = ClientConnection(
-            nursery,
-            stream,
-            protocol,
-            ping_interval=None,
-            close_timeout=config.close_timeout,
-            max_queue=_MAX_QUEUE,
-        )
-        try:
-            await ws.handshake(list(target.headers))
-        except InvalidStatus as exc:
-            raise ConnectionLost(
-                f"handshake with {target.host} rejected: HTTP {exc.response.status_code}"
-            ) from exc
-        except (InvalidHandshake, ConnectionClosed) as exc:
-            raise ConnectionLost(f"handshake with {target.host} failed: {describe(exc)}") from exc
-    return _WebsocketsTransport(ws, stream, config.close_timeout)
+        request = protocol.connect()
+        request.headers.update(list(target.headers))
+        protocol.send_request(request)
+        await transport._flush()
+        while protocol.state is State.CONNECTING and protocol.handshake_exc is None:
+            data = await stream.receive_some(config.receive_buffer_size)
+            if not data:
+                protocol.receive_eof()
+                break
+            protocol.receive_data(data)
+            # Messages in the same read as the response (session.created) are kept.
+            transport._take(protocol.events_received())
+        error = protocol.handshake_exc
+        if isinstance(error, InvalidStatus):
+            status = error.response.status_code
+            raise ConnectionLost(f"handshake with {target.host} rejected: HTTP {status}") from error
+        if error is not None or protocol.state is not State.OPEN:
+            reason = error or "the connection closed"
+            raise ConnectionLost(f"handshake with {target.host} failed: {reason}") from error
+    return transport
