@@ -8,7 +8,7 @@ read after the buffered events raises :class:`EventBufferOverflow`. Memory stays
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
@@ -30,6 +30,11 @@ class EventStream:
         self._send, self._receive = trio.open_memory_channel[Event](size)
         self._error: RealtimeError | None = None
         self._finished = False
+        # Buffered events are handed out with a cancellation point each, and a schedule
+        # point every ``_yield_every``: the reader buffers a whole socket read at once, so a
+        # reader that yielded after every event could never catch up.
+        self._yield_every = max(64, size // 4)
+        self._unyielded = 0
 
     def push(self, event: Event) -> bool:
         """Buffer one event; False once the stream is finished, cut off or abandoned."""
@@ -70,13 +75,32 @@ class EventStream:
             raise StopAsyncIteration from None
 
     async def receive(self) -> Event:
-        """The next event. Raises ``trio.EndOfChannel`` when the stream ended normally."""
+        """The next event. Raises ``trio.EndOfChannel`` when the stream ended normally.
+
+        A checkpoint for cancellation always; it yields to other tasks when it waits, and at
+        least once every ``max(64, size // 4)`` buffered events.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()  # before taking the event: none is lost
         try:
-            return await self._receive.receive()
+            event = self._receive.receive_nowait()
+        except trio.WouldBlock:
+            self._unyielded = 0
+            try:
+                return await self._receive.receive()
+            except trio.EndOfChannel:
+                self._raise_end()
         except trio.EndOfChannel:
-            if self._error is not None:
-                raise fresh(self._error)  # noqa: B904 (it carries the stored cause)
-            raise
+            self._raise_end()
+        self._unyielded += 1
+        if self._unyielded >= self._yield_every:
+            self._unyielded = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return event
+
+    def _raise_end(self) -> NoReturn:
+        if self._error is not None:
+            raise fresh(self._error)
+        raise trio.EndOfChannel
 
     def close(self) -> None:
         """Stop reading: the producer drops further events for this stream."""
