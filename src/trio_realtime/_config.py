@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ssl
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
+
+if TYPE_CHECKING:
+    from ._ticket import ResponseTicket
 
 __all__ = ["SessionConfig"]
 
@@ -52,6 +56,13 @@ class SessionConfig:
     #: ``"websockets"`` (faster; ``pip install "trio-realtime[fast]"``).
     transport: Literal["trio-websocket", "websockets"] = attrs.field(
         default="trio-websocket", validator=attrs.validators.in_(("trio-websocket", "websockets"))
+    )
+    #: Called with each ticket as it ends (``DONE`` or ``FAILED``), synchronously in the
+    #: session's task: read ``ticket.timings``, ``ticket.result`` or ``ticket.error`` and
+    #: export them (Prometheus, OpenTelemetry, ...). It must not block; what it raises is
+    #: logged and ignored.
+    on_response: Callable[[ResponseTicket], object] | None = attrs.field(
+        default=None, eq=False, repr=False
     )
     #: TLS settings for ``wss://`` (e.g. a private CA); None: the system's trust store, with
     #: certificate and host name verification.

@@ -20,6 +20,7 @@ __all__ = [
     "CANCEL_NOT_ACTIVE",
     "CONFLICT",
     "METADATA_KEY",
+    "OUTPUT_DELTAS",
     "UNANSWERED",
     "EventKind",
     "MalformedFrame",
@@ -81,6 +82,19 @@ ANSWERS: Mapping[str, tuple[str, ...]] = {
     "input_audio_buffer.clear": ("input_audio_buffer.cleared",),
     "output_audio_buffer.clear": ("output_audio_buffer.cleared",),
 }
+#: The output deltas of a response, both dialects: the first one is "time to first output"
+#: (first token, first audio).
+OUTPUT_DELTAS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.output_audio.delta",
+        "response.output_audio_transcript.delta",
+        "response.text.delta",
+        "response.audio.delta",
+        "response.audio_transcript.delta",
+        "response.function_call_arguments.delta",
+    }
+)
 #: Client events the protocol never acknowledges (spec: "unacknowledged").
 UNANSWERED = frozenset({"input_audio_buffer.append"})
 

@@ -100,6 +100,7 @@ from ._errors import QueueFull, RealtimeError, ResponseRejected, ResponseTimeout
 from ._events import (
     CANCEL_NOT_ACTIVE,
     METADATA_KEY,
+    OUTPUT_DELTAS,
     RESPONSE_CANCELLED,
     RESPONSE_CREATED,
     RESPONSE_DONE,
@@ -224,6 +225,8 @@ class Request:
     blind_conflict: bool = False
     sent_at: float | None = None
     created_at: float | None = None
+    #: When its first output delta (text, audio, transcript, arguments) arrived.
+    first_output_at: float | None = None
     finished_at: float | None = None
     #: While SENT: when a missing ``response.created`` becomes a timeout.
     deadline: float = math.inf
@@ -559,7 +562,14 @@ class Gate:
                 return None
             if not response.cancel_sent:
                 response.deadline = now + self._response_timeout
-            return response.request
+            request = response.request
+            if (
+                request is not None
+                and request.first_output_at is None
+                and event_type in OUTPUT_DELTAS
+            ):
+                request.first_output_at = now
+            return request
         if isinstance(event_type, str) and self._unanswered:
             self._unanswered.acknowledged(event_type, event)
         return None
@@ -802,7 +812,7 @@ class Gate:
         self._unanswered.clear()
         self._waiting = 0
         self._set_slot(_FREE_SLOT, "closed")
-        for request in pending:
+        for request in sorted(pending, key=lambda r: r.seq):  # in the order they came
             if not request.state.terminal:
                 self._fail(request, error, now)
 

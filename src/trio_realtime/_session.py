@@ -32,7 +32,7 @@ from ._endpoints import Endpoint
 from ._errors import ConnectionLost, RealtimeError, SessionClosed, SessionRefused, fresh
 from ._events import EventKind, MalformedFrame, classify, parse_error, parse_frame
 from ._gate import CancelTarget, Effects, Gate, Request
-from ._statistics import SessionStatistics
+from ._statistics import LatencyRecorder, SessionStatistics
 from ._stream import EventStream
 from ._ticket import ResponseTicket
 from ._transport import Transport, open_websocket_transport
@@ -77,6 +77,7 @@ class RealtimeSession:
         self._writer_done = trio.Event()
         self._malformed = 0
         self._client_ids = 0
+        self._latencies = LatencyRecorder()
 
     # ------------------------------------------------------------------ public API
 
@@ -145,6 +146,7 @@ class RealtimeSession:
         if target is None or self._gate.is_finished(target):
             await trio.lowlevel.checkpoint()
             return
+        asked = trio.current_time()
         ended = trio.Event()
         waiter = (target, ended)
         self._end_waiters.append(waiter)
@@ -153,6 +155,8 @@ class RealtimeSession:
         finally:
             if waiter in self._end_waiters:
                 self._end_waiters.remove(waiter)
+        if self._error is None:
+            self._latencies.add("cancel_latency", trio.current_time() - asked)
 
     async def send_function_result(
         self,
@@ -231,6 +235,7 @@ class RealtimeSession:
             **attrs.asdict(self._gate.statistics()),
             malformed_frames=self._malformed,
             subscribers=len(self._subscribers),
+            latency=self._latencies.summary(),
         )
 
     @property
@@ -284,8 +289,11 @@ class RealtimeSession:
                 self._outbox_send.send_nowait((json.dumps(event), False))
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 break  # the session is ending: nothing more goes out
-        for request, _ in effects.changed:
-            _ticket_of(request).request_changed()
+        for request, state in effects.changed:
+            ticket = _ticket_of(request)
+            ticket.request_changed()
+            if state.terminal:
+                self._ended(ticket)
         for response_id, response in effects.ended:
             follow_up = self._turns.on_done(response_id, response)
             if follow_up is not None:
@@ -294,6 +302,22 @@ class RealtimeSession:
             for target, ended in self._end_waiters:
                 if self._gate.is_finished(target):
                     ended.set()
+
+    def _ended(self, ticket: ResponseTicket) -> None:
+        """A ticket ended: its latencies are recorded, and the application is told."""
+        timings = ticket.timings
+        record = self._latencies.add
+        record("queue_wait", timings.queue_wait)
+        record("time_to_created", timings.time_to_created)
+        record("time_to_first_output", timings.time_to_first_output)
+        record("time_to_done", timings.time_to_done)
+        record("cancel_latency", timings.cancel_latency)
+        callback = self.config.on_response
+        if callback is not None:
+            try:
+                callback(ticket)
+            except Exception:
+                logger.exception("on_response raised; ignored")
 
     def _end(self, error: RealtimeError) -> None:
         """The session is over: fail every waiting request and end every stream."""

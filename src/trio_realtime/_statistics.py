@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import math
+from collections import deque
+from collections.abc import Iterable
+
 import attrs
 
-__all__ = ["STATUS_COUNTS", "GateStatistics", "SessionStatistics"]
+__all__ = [
+    "STATUS_COUNTS",
+    "GateStatistics",
+    "Latencies",
+    "LatencyRecorder",
+    "LatencySummary",
+    "SessionStatistics",
+]
+
+#: How many of the latest samples each latency summary is computed over.
+SAMPLES = 1024
 
 
 @attrs.frozen
@@ -59,9 +73,65 @@ STATUS_COUNTS = {
 
 
 @attrs.frozen
+class LatencySummary:
+    """A latency, in seconds, over the latest samples (at most 1,024): None when none."""
+
+    count: int
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    max: float | None
+
+    @classmethod
+    def of(cls, samples: Iterable[float]) -> LatencySummary:
+        ordered = sorted(samples)
+        if not ordered:
+            return cls(0, None, None, None, None)
+
+        def rank(q: float) -> float:  # nearest rank
+            return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+        return cls(len(ordered), rank(50), rank(90), rank(99), ordered[-1])
+
+
+@attrs.frozen
+class Latencies:
+    """The session's latency summaries; see :class:`~trio_realtime.TicketTimings`."""
+
+    #: Request to its (last) ``response.create``: the time spent waiting for the slot.
+    queue_wait: LatencySummary
+    #: ``response.create`` to ``response.created``.
+    time_to_created: LatencySummary
+    #: ``response.create`` to the first output delta: time to first token / first audio.
+    time_to_first_output: LatencySummary
+    #: ``response.create`` to ``response.done``.
+    time_to_done: LatencySummary
+    #: Asking to cancel a response (``ticket.cancel()`` once sent, or ``cancel_response()``)
+    #: to its end.
+    cancel_latency: LatencySummary
+
+
+class LatencyRecorder:
+    """Keeps the latest samples of each latency."""
+
+    def __init__(self, size: int = SAMPLES) -> None:
+        self._samples = {name: deque[float](maxlen=size) for name in attrs.fields_dict(Latencies)}
+
+    def add(self, name: str, value: float | None) -> None:
+        if value is not None:
+            self._samples[name].append(value)
+
+    def summary(self) -> Latencies:
+        return Latencies(
+            **{name: LatencySummary.of(samples) for name, samples in self._samples.items()}
+        )
+
+
+@attrs.frozen
 class SessionStatistics(GateStatistics):
-    """A snapshot of a session: the gate's figures, plus the reader's."""
+    """A snapshot of a session: the gate's figures, plus the reader's and the latencies."""
 
     #: Frames skipped as malformed.
     malformed_frames: int
     subscribers: int
+    latency: Latencies

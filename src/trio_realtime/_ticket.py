@@ -23,16 +23,48 @@ class TicketTimings:
     """When a request moved, in ``trio.current_time()`` seconds; None where it has not yet."""
 
     queued_at: float
+    #: When its (last) ``response.create`` was handed to the writer.
     sent_at: float | None
     created_at: float | None
+    #: When its response's first output delta (text, audio, transcript) arrived.
+    first_output_at: float | None
     finished_at: float | None
     #: How many times its ``response.create`` was sent (conflicts make it more than one).
     attempts: int
+    #: When its cancellation was asked for, if it was.
+    cancel_requested_at: float | None = None
 
     @property
     def queue_wait(self) -> float | None:
-        """Time from the request to its (last) ``response.create``."""
-        return None if self.sent_at is None else self.sent_at - self.queued_at
+        """Time from the request to its (last) ``response.create``: the library's part."""
+        return _between(self.queued_at, self.sent_at)
+
+    @property
+    def time_to_created(self) -> float | None:
+        """Time from its (last) ``response.create`` to ``response.created``."""
+        return _between(self.sent_at, self.created_at)
+
+    @property
+    def time_to_first_output(self) -> float | None:
+        """Time from its (last) ``response.create`` to the first output delta (first token,
+        first audio)."""
+        return _between(self.sent_at, self.first_output_at)
+
+    @property
+    def time_to_done(self) -> float | None:
+        """Time from its (last) ``response.create`` to its end (``response.done``)."""
+        return _between(self.sent_at, self.finished_at) if self.created_at is not None else None
+
+    @property
+    def cancel_latency(self) -> float | None:
+        """Time from asking to cancel it, once sent, to its end."""
+        if self.sent_at is None or self.created_at is None:
+            return None
+        return _between(self.cancel_requested_at, self.finished_at)
+
+
+def _between(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else end - start
 
 
 class ResponseTicket:
@@ -53,6 +85,7 @@ class ResponseTicket:
         self._created = trio.Event()
         self._done = trio.Event()
         self._streams: list[EventStream] = []
+        self._cancel_requested_at: float | None = None
         request.owner = self
 
     def __repr__(self) -> str:
@@ -92,7 +125,15 @@ class ResponseTicket:
     @property
     def timings(self) -> TicketTimings:
         r = self._request
-        return TicketTimings(r.queued_at, r.sent_at, r.created_at, r.finished_at, r.attempts)
+        return TicketTimings(
+            r.queued_at,
+            r.sent_at,
+            r.created_at,
+            r.first_output_at,
+            r.finished_at,
+            r.attempts,
+            self._cancel_requested_at,
+        )
 
     async def wait_created(self) -> str | None:
         """Wait for ``response.created``; return the response id.
@@ -118,6 +159,8 @@ class ResponseTicket:
 
     def cancel_nowait(self) -> None:
         """Ask for cancellation (see :meth:`cancel`) without waiting. Idempotent."""
+        if self._cancel_requested_at is None and not self._request.state.terminal:
+            self._cancel_requested_at = trio.current_time()
         self._cancel(self._request)
 
     async def cancel(self) -> None:
