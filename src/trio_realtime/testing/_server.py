@@ -25,6 +25,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
+from .._util import unwrap_lone_exception
 from . import _protocol as proto
 from ._ids import IdFactory
 from ._protocol import Dialect, Event, ResponseStream
@@ -844,23 +845,25 @@ async def open_fake_server(
     """Serve the fake Realtime API on 127.0.0.1 (a free port) for the duration of the block.
 
     Leaving the block drops every connection at once (no closing handshake) and ends every
-    task the server started.
+    task the server started. An exception raised in the block comes out bare, not inside an
+    ``ExceptionGroup``.
     """
     server = FakeRealtimeServer(dialect=dialect, behavior=behavior or Behavior(), model=model)
-    async with trio.open_nursery() as nursery:
-        ws_server = await nursery.start(
-            partial(
-                serve_websocket,
-                server._handle_request,
-                _HOST,
-                0,
-                None,
-                max_message_size=_MAX_MESSAGE_SIZE,
+    with unwrap_lone_exception():
+        async with trio.open_nursery() as nursery:
+            ws_server = await nursery.start(
+                partial(
+                    serve_websocket,
+                    server._handle_request,
+                    _HOST,
+                    0,
+                    None,
+                    max_message_size=_MAX_MESSAGE_SIZE,
+                )
             )
-        )
-        server.port = ws_server.port
-        logger.debug("fake Realtime server (%s) listening on %s", dialect, server.url)
-        try:
-            yield server
-        finally:
-            nursery.cancel_scope.cancel()
+            server.port = ws_server.port
+            logger.debug("fake Realtime server (%s) listening on %s", dialect, server.url)
+            try:
+                yield server
+            finally:
+                nursery.cancel_scope.cancel()
