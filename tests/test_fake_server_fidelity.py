@@ -129,7 +129,10 @@ async def collect_events(dialect: Dialect) -> list[dict[str, Any]]:
     ):
         await client.recv_until("session.created")
         # Session, items, audio buffer.
-        await client.send({"type": "session.update", "session": {"instructions": "Be brief."}})
+        session_type = {"type": "realtime"} if dialect == "ga" else {}
+        await client.send(
+            {"type": "session.update", "session": {**session_type, "instructions": "Be brief."}}
+        )
         await client.send({"type": "session.update"})
         message = {
             "type": "message",
