@@ -291,11 +291,13 @@ class FakeConnection:
         conversation is free, send ``speech_stopped``, ``committed`` and the user item, and
         start the response. With ``idle_timeout`` instead: wait until the conversation is
         free, send ``input_audio_buffer.timeout_triggered``, ``committed`` and the user item,
-        and start the response (what the service does after ``idle_timeout_ms`` of silence).
-        Returns the new response id once it holds the conversation (not waiting for
+        and start the response (what the service does after ``idle_timeout_ms`` of silence;
+        GA only). Returns the new response id once it holds the conversation (not waiting for
         ``response.created`` to be sent). Raises ``trio.BrokenResourceError`` if the
         connection ends first.
         """
+        if idle_timeout and self.dialect != "ga":
+            raise ValueError("the beta protocol has no idle timeout")
         if self._model is None or self._ending:
             raise trio.BrokenResourceError("the connection has ended")
         slots = self._model.slots
