@@ -54,13 +54,3 @@ def test_plugin_without_pytest_trio_says_so(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:trio")
     result.assert_outcomes(passed=1, errors=2)
     result.stdout.fnmatch_lines(["*pytest-trio is not active*pip install pytest-trio*"])
-
-
-def test_plugin_in_trio_mode_serves(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\ntrio_mode = true\nfilterwarnings = error\n")
-    pytester.makepyfile(USES_FIXTURE)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, errors=1)
-    result.stdout.fnmatch_lines(
-        ["*ERROR at setup of test_sync_uses_fixture*", "*not a Trio test*trio_mode = true*"]
-    )
