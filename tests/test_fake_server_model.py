@@ -686,3 +686,43 @@ def test_interrupting_overlapping_items_closes_both() -> None:
     assert closing.count("response.output_item.done") == 2
     assert [item["status"] for item in response.output] == ["incomplete", "incomplete"]
     assert response.interrupt() == []
+
+
+@pytest.mark.parametrize(
+    ("previous", "order", "reported", "code"),
+    [
+        (None, ["item_user", "item_audio", "item_text", "item_new"], "item_text", None),
+        ("root", ["item_new", "item_user", "item_audio", "item_text"], None, None),
+        ("item_user", ["item_user", "item_new", "item_audio", "item_text"], "item_user", None),
+        ("item_text", ["item_user", "item_audio", "item_text", "item_new"], "item_text", None),
+        ("item_gone", None, None, "item_not_found"),
+    ],
+)
+def test_client_items_go_after_their_previous_item(
+    previous: str | None, order: list[str] | None, reported: str | None, code: str | None
+) -> None:
+    state = new_model()
+    state.conversation = conversation_with_audio()
+    event = {
+        "item": {"type": "message", "role": "user", "content": []},
+        "previous_item_id": previous,
+    }
+    item = state.client_item(event, "item_new")
+    if code is not None:
+        assert isinstance(item, Rejection)
+        assert (item.code, item.param) == (code, "previous_item_id")
+        return
+    assert isinstance(item, dict)
+    assert state.conversation.add(item, previous) == reported
+    assert list(state.conversation.items) == order
+
+
+def test_client_item_ids_are_unique() -> None:
+    state = new_model()
+    state.conversation = conversation_with_audio()
+    item = state.client_item({"item": {"type": "message", "id": "item_user"}}, "item_new")
+    assert isinstance(item, Rejection)
+    assert (item.code, item.param) == ("invalid_value", "item.id")
+    missing = state.client_item({"item": {}}, "item_new")
+    assert isinstance(missing, Rejection)
+    assert missing.code == "missing_required_parameter"

@@ -481,3 +481,25 @@ async def test_idle_timeout_is_ga_only() -> None:
         async with open_fake_server(dialect="beta") as server, connect(server):
             with pytest.raises(ValueError, match="beta"):
                 await server.start_response(idle_timeout=True)
+
+
+async def test_client_item_after_a_previous_item() -> None:
+    message = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}
+    with trio.fail_after(5):
+        async with open_fake_server() as server, connect(server) as (client, connection):
+            for n in ("a", "b"):
+                await client.send(
+                    {"type": "conversation.item.create", "item": {**message, "id": n}}
+                )
+                await client.recv_until("conversation.item.done")
+            event = {"type": "conversation.item.create", "item": {**message, "id": "c"}}
+            await client.send({**event, "previous_item_id": "root"})
+            added = await client.expect("conversation.item.added")
+            assert added["previous_item_id"] is None
+            await client.expect("conversation.item.done")
+            await client.send({**event, "item": {**message, "id": "d"}, "previous_item_id": "a"})
+            assert (await client.expect("conversation.item.added"))["previous_item_id"] == "a"
+            await client.expect("conversation.item.done")
+            assert connection.item_ids() == ["c", "a", "d", "b"]
+            await client.send({**event, "item": {**message, "id": "e"}, "previous_item_id": "zz"})
+            assert (await client.expect("error"))["error"]["code"] == "item_not_found"

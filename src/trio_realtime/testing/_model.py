@@ -21,8 +21,9 @@ and acts on what comes back; times are passed in as arguments. Each rule, in pro
    ``decimal_below_min_value`` (and kin); GA requires ``session.type`` (``"realtime"``); the
    voice cannot change once the conversation holds assistant audio (``cannot_update_voice``).
    ``model``, ``id``, ``object`` and ``expires_at`` are never changed by an update.
-3. **The conversation** is its items, in order. Client items and committed audio are
-   appended; response output items are appended as they open. An item can be deleted,
+3. **The conversation** is its items, in order. Client items go at the end, or after their
+   ``previous_item_id`` (``"root"``: first; an unknown one is ``item_not_found``); committed
+   audio and response output items are appended as they open. An item can be deleted,
    retrieved (``conversation.item.retrieved``) and, for assistant audio, truncated
    (``conversation.item.truncated``: the audio is cut at ``audio_end_ms`` and the transcript
    removed). An unknown id is ``item_not_found``; truncating anything but assistant audio, or
@@ -578,12 +579,35 @@ class Conversation:
     def assistant_audio_present(self) -> bool:
         return any(ms > 0 for ms in self.audio_ms.values())
 
-    def add(self, item: dict[str, Any]) -> str | None:
-        """Append ``item`` (kept by reference: later changes to it show); return the id of
-        the item before it."""
-        previous = self.last_id
+    def add(self, item: dict[str, Any], after: str | None = None) -> str | None:
+        """Add ``item`` (kept by reference: later changes to it show) at the end, or after
+        the item ``after`` (``"root"``: first); return the id of the item before it."""
+        if after is None:
+            previous = self.last_id
+            self.items[item["id"]] = item
+            return previous
+        ids = list(self.items)
+        position = 0 if after == "root" else ids.index(after) + 1
+        ids.insert(position, item["id"])
         self.items[item["id"]] = item
-        return previous
+        self.items = {item_id: self.items[item_id] for item_id in ids}
+        return ids[position - 1] if position else None
+
+    def placement(self, item_id: str, previous_item_id: Any) -> Rejection | None:
+        """Whether a new item ``item_id`` can go after ``previous_item_id`` (None: the end)."""
+        if item_id in self.items:
+            return Rejection(
+                "invalid_value", f"Item with id '{item_id}' already exists.", "item.id"
+            )
+        if previous_item_id is None or previous_item_id == "root":
+            return None
+        if not isinstance(previous_item_id, str) or previous_item_id not in self.items:
+            return Rejection(
+                "item_not_found",
+                f"Item with previous_item_id not found: {previous_item_id}",
+                "previous_item_id",
+            )
+        return None
 
     def take_from(self, stream: proto.ResponseStream) -> None:
         """Append the items an in-band response opened since the last call, and note how
@@ -773,8 +797,10 @@ class ConnectionModel:
         self.audio_buffer_bytes = 0
 
     def client_item(self, event: Mapping[str, Any], new_id: str) -> dict[str, Any] | Rejection:
-        """The item a ``conversation.item.create`` adds (not yet added)."""
+        """The item a ``conversation.item.create`` adds (not yet added): checked against the
+        conversation (``previous_item_id`` must name an item, or ``"root"``)."""
         item = event.get("item")
         if not isinstance(item, Mapping) or "type" not in item:
             return missing_parameter("item.type")
-        return proto.client_item(item, new_id)
+        result = proto.client_item(item, new_id)
+        return self.conversation.placement(result["id"], event.get("previous_item_id")) or result

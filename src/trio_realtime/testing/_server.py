@@ -568,8 +568,8 @@ class FakeConnection:
         self._emit({"type": "session.updated", "session": self.session})
 
     def _on_audio_append(self, event: dict[str, Any]) -> None:
+        # Appended audio is silence to the fake server: it does not restart the idle timeout.
         self._state.append_audio(event.get("audio"))
-        self._poke()
 
     def _on_audio_commit(self, event: dict[str, Any]) -> None:
         rejection = self._state.commit_audio()
@@ -589,11 +589,10 @@ class FakeConnection:
         )
         self._add_item(proto.user_audio_item(item_id))
 
-    def _add_item(self, item: dict[str, Any]) -> None:
-        previous = self._state.conversation.add(item)
+    def _add_item(self, item: dict[str, Any], after: str | None = None) -> None:
+        previous = self._state.conversation.add(item, after)
         for added in proto.item_added_events(self.dialect, item, previous, done=True):
             self._emit(added)
-        self._poke()
 
     def _on_audio_clear(self, event: dict[str, Any]) -> None:
         self._state.clear_audio()
@@ -604,7 +603,8 @@ class FakeConnection:
         if isinstance(item, Rejection):
             self._reject(item, event)
             return
-        self._add_item(item)
+        previous = event.get("previous_item_id")
+        self._add_item(item, previous if isinstance(previous, str) else None)
 
     def _on_item_delete(self, event: dict[str, Any]) -> None:
         item_id = event.get("item_id")
