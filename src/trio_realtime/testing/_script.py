@@ -65,67 +65,80 @@ class Behavior:
     turns on one quirk or fault of the real one.
     """
 
-    #: False keeps responses active after ``response.created`` (no output, no
-    #: ``response.done``) until ``finish_response()``.
     auto_finish: bool = True
-    #: Seconds between receiving ``response.create`` and ``response.created``. The response
-    #: holds the conversation from the moment it is received, but it cannot be cancelled
-    #: before ``response.created`` (a cancel then finds nothing active), as on the service.
+    """False keeps responses active after ``response.created`` (no output, no
+    ``response.done``) until ``finish_response()``.
+    """
     created_delay: float = 0.0
-    #: Seconds after each streamed delta.
+    """Seconds between receiving ``response.create`` and ``response.created``. The response
+    holds the conversation from the moment it is received, but it cannot be cancelled
+    before ``response.created`` (a cancel then finds nothing active), as on the service.
+    """
     delta_delay: float = 0.0
-    #: Responses the client requests run on the server (they hold the conversation and
-    #: finish as usual) but none of their events is sent.
+    """Seconds after each streamed delta."""
     withhold_created: bool = False
-    #: Output is streamed, then the response stays active without ``response.done`` until
-    #: ``finish_response()`` (or a cancel).
+    """Responses the client requests run on the server (they hold the conversation and
+    finish as usual) but none of their events is sent.
+    """
     withhold_done: bool = False
-    #: Seconds between a cancel (client ``response.cancel`` or an interrupting
-    #: ``start_response``) and the ``response.done`` it causes; the response keeps the
-    #: conversation meanwhile, as on the service.
+    """Output is streamed, then the response stays active without ``response.done`` until
+    ``finish_response()`` (or a cancel).
+    """
     cancel_delay: float = 0.0
-    #: ``response.cancel`` is counted and otherwise ignored.
+    """Seconds between a cancel (client ``response.cancel`` or an interrupting
+    ``start_response``) and the ``response.done`` it causes; the response keeps the
+    conversation meanwhile, as on the service.
+    """
     ignore_cancel: bool = False
-    #: Errors carry ``error.event_id = null`` instead of the client event's id.
+    """``response.cancel`` is counted and otherwise ignored."""
     null_error_event_id: bool = False
-    #: The one-active rejection has the old shape (code null, bare message).
+    """Errors carry ``error.event_id = null`` instead of the client event's id."""
     legacy_conflict_error: bool = False
-    #: Send ``rate_limits.updated`` after each ``response.created``.
+    """The one-active rejection has the old shape (code null, bare message)."""
     send_rate_limits: bool = True
-    #: Given the ``response`` body of ``response.create`` (``{}`` if absent), returns the
-    #: Script; None uses ``default_script`` (which follows the session's modalities and output
-    #: audio format). Audio given in a Script is sent as is: make it the session's format.
+    """Send ``rate_limits.updated`` after each ``response.created``."""
     script: ScriptFactory | None = None
-    #: Keys the service knows; None accepts any key and no key at all. A key outside the
-    #: set (or no key) is refused: on the OpenAI path an ``error`` (``invalid_api_key``; code
-    #: null for a missing key) then a close with code 3000; on the Azure paths the handshake
-    #: is refused with HTTP 401. Keys come from ``Authorization: Bearer`` or ``api-key``.
+    """Given the ``response`` body of ``response.create`` (``{}`` if absent), returns the
+    Script; None uses ``default_script`` (which follows the session's modalities and output
+    audio format). Audio given in a Script is sent as is: make it the session's format.
+    """
     accepted_api_keys: frozenset[str] | None = attrs.field(default=None, converter=_keys)
-    #: Keys refused as above, whatever ``accepted_api_keys`` says (e.g. a revoked key).
+    """Keys the service knows; None accepts any key and no key at all. A key outside the
+    set (or no key) is refused: on the OpenAI path an ``error`` (``invalid_api_key``; code
+    null for a missing key) then a close with code 3000; on the Azure paths the handshake
+    is refused with HTTP 401. Keys come from ``Authorization: Bearer`` or ``api-key``.
+    """
     invalid_api_keys: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
-    #: Seconds a session lasts; None: forever. At the end: the ``session_expired`` error
-    #: ("Your session hit the maximum duration of N minutes."), then a close with code 1001
-    #: and that sentence. ``session.created.session.expires_at`` says when (the service
-    #: allows 60 minutes on OpenAI, 30 on Azure).
+    """Keys refused as above, whatever ``accepted_api_keys`` says (e.g. a revoked key)."""
     session_duration: float | None = None
-    #: Seconds after which each connection is dropped without a closing handshake (the
-    #: client sees 1006, as Azure users report); None: never. ``abort()`` does it at once.
+    """Seconds a session lasts; None: forever. At the end: the ``session_expired`` error
+    ("Your session hit the maximum duration of N minutes."), then a close with code 1001
+    and that sentence. ``session.created.session.expires_at`` says when (the service
+    allows 60 minutes on OpenAI, 30 on Azure).
+    """
     drop_after: float | None = None
-    #: Responses send everything but ``response.created``: the client sees a
-    #: ``response.done`` for a response it never saw created (seen during interruptions).
+    """Seconds after which each connection is dropped without a closing handshake (the
+    client sees 1006, as Azure users report); None: never. ``abort()`` does it at once.
+    """
     omit_response_created: bool = False
-    #: The status of a response interrupted by the user (``start_response(interrupt=True)``):
-    #: ``"cancelled"`` as documented, or ``"incomplete"`` (seen once), both with reason
-    #: ``turn_detected``.
+    """Responses send everything but ``response.created``: the client sees a
+    ``response.done`` for a response it never saw created (seen during interruptions).
+    """
     interrupted_status: str = attrs.field(
         default="cancelled", validator=attrs.validators.in_(("cancelled", "incomplete"))
     )
-    #: Audio messages are split into this many assistant items in one response, as newer
-    #: models (``gpt-realtime-2``) do.
+    """The status of a response interrupted by the user (``start_response(interrupt=True)``):
+    ``"cancelled"`` as documented, or ``"incomplete"`` (seen once), both with reason
+    ``turn_detected``.
+    """
     audio_items: int = attrs.field(default=1, validator=attrs.validators.ge(1))
-    #: With ``audio_items`` > 1: each next item opens and streams its first deltas before the
-    #: previous item's ``*.done`` events (seen with newer models).
+    """Audio messages are split into this many assistant items in one response, as newer
+    models (``gpt-realtime-2``) do.
+    """
     overlap_audio_items: bool = False
+    """With ``audio_items`` > 1: each next item opens and streams its first deltas before the
+    previous item's ``*.done`` events (seen with newer models).
+    """
 
 
 def default_script(

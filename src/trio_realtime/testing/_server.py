@@ -483,7 +483,10 @@ class FakeConnection:
             with trio.move_on_after(timeout / 1000):
                 await activity.wait()
                 continue
-            await self.start_response(idle_timeout=True)
+            try:
+                await self.start_response(idle_timeout=True)
+            except trio.BrokenResourceError:
+                return
 
     # -- client events -------------------------------------------------------------------
 
