@@ -13,12 +13,16 @@ from trio_realtime.testing._audio import G711_ALAW, G711_ULAW, PCM16, from_beta,
 from trio_realtime.testing._ids import IdFactory
 from trio_realtime.testing._model import (
     AUTH_CLOSE_CODE,
+    CancelResponse,
     ConnectionModel,
     Conversation,
     HandshakeRefusal,
+    Refuse,
     Rejection,
     ResponseSlots,
+    Send,
     SessionRefusal,
+    StartResponse,
     api_key_of,
     check_connect,
     expiry_error,
@@ -28,7 +32,7 @@ from trio_realtime.testing._protocol import ResponseStream
 
 
 def new_model(dialect: Any = "ga") -> ConnectionModel:
-    return ConnectionModel.new(dialect, session_id="sess_1", model="gpt-realtime", expires_at=0)
+    return ConnectionModel.new(dialect, ids=IdFactory(), model="gpt-realtime", expires_at=0)
 
 
 # -- 1. connecting -----------------------------------------------------------------------------
@@ -183,7 +187,7 @@ GA_OK: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     (
         "the model is never changed",
         {"type": "realtime", "model": "gpt-realtime-2"},
-        {"model": "gpt-realtime", "id": "sess_1", "object": "realtime.session"},
+        {"model": "gpt-realtime", "id": "sess_000000000000000000001", "object": "realtime.session"},
     ),
 ]
 
@@ -514,14 +518,55 @@ def test_truncate_past_the_end_says_how_long_the_audio_is() -> None:
     assert rejection.message == "Audio content of 1200ms is already shorter than 5000ms"
 
 
+def kinds(actions: list[Any]) -> list[str]:
+    """What each action is: the type of a sent event, the code of a refusal, or the class."""
+    named = []
+    for action in actions:
+        if isinstance(action, Send):
+            named.append(action.event["type"])
+        elif isinstance(action, Refuse):
+            named.append(f"refuse:{action.rejection.code}")
+        else:
+            named.append(type(action).__name__)
+    return named
+
+
 def test_audio_buffer() -> None:
     state = new_model()
-    rejection = state.commit_audio()
-    assert rejection is not None
-    assert rejection.code == "input_audio_buffer_commit_empty"
-    state.append_audio(base64.b64encode(bytes(4800)).decode())
-    assert state.commit_audio() is None
-    assert state.commit_audio() is not None
+    behavior = Behavior()
+    commit = {"type": "input_audio_buffer.commit"}
+    assert kinds(state.receive(commit, behavior)) == ["refuse:input_audio_buffer_commit_empty"]
+    audio = base64.b64encode(bytes(4800)).decode()
+    assert state.receive({"type": "input_audio_buffer.append", "audio": audio}, behavior) == []
+    assert kinds(state.receive(commit, behavior)) == [
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+    ]
+    assert kinds(state.receive(commit, behavior))[0].startswith("refuse:")
+    state.receive({"type": "input_audio_buffer.append", "audio": audio}, behavior)
+    cleared = state.receive({"type": "input_audio_buffer.clear"}, behavior)
+    assert kinds(cleared) == ["input_audio_buffer.cleared"]
+    assert kinds(state.receive(commit, behavior))[0].startswith("refuse:")
+
+
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+def test_receive_items(dialect: Any) -> None:
+    state = new_model(dialect)
+    behavior = Behavior()
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}
+    (added, *_) = state.receive({"type": "conversation.item.create", "item": item}, behavior)
+    assert isinstance(added, Send)
+    item_id = added.event["item"]["id"]
+    assert item_id.startswith("item_")
+    retrieved = state.receive({"type": "conversation.item.retrieve", "item_id": item_id}, behavior)
+    assert kinds(retrieved) == ["conversation.item.retrieved"]
+    deleted = state.receive({"type": "conversation.item.delete", "item_id": item_id}, behavior)
+    assert deleted == [Send({"type": "conversation.item.deleted", "item_id": item_id})]
+    again = state.receive({"type": "conversation.item.delete", "item_id": item_id}, behavior)
+    assert kinds(again) == ["refuse:item_not_found"]
+    assert kinds(state.receive({"type": "no.such.event"}, behavior)) == ["refuse:invalid_event"]
+    assert state.receive({"type": "output_audio_buffer.clear"}, behavior) == []
 
 
 # -- 4. responses ------------------------------------------------------------------------------
@@ -695,34 +740,90 @@ def test_interrupting_overlapping_items_closes_both() -> None:
         ("root", ["item_new", "item_user", "item_audio", "item_text"], None, None),
         ("item_user", ["item_user", "item_new", "item_audio", "item_text"], "item_user", None),
         ("item_text", ["item_user", "item_audio", "item_text", "item_new"], "item_text", None),
-        ("item_gone", None, None, "item_not_found"),
+        ("item_gone", ["item_user", "item_audio", "item_text"], None, "item_not_found"),
     ],
 )
 def test_client_items_go_after_their_previous_item(
-    previous: str | None, order: list[str] | None, reported: str | None, code: str | None
+    previous: str | None, order: list[str], reported: str | None, code: str | None
 ) -> None:
     state = new_model()
     state.conversation = conversation_with_audio()
-    event = {
-        "item": {"type": "message", "role": "user", "content": []},
-        "previous_item_id": previous,
-    }
-    item = state.client_item(event, "item_new")
-    if code is not None:
-        assert isinstance(item, Rejection)
-        assert (item.code, item.param) == (code, "previous_item_id")
-        return
-    assert isinstance(item, dict)
-    assert state.conversation.add(item, previous) == reported
+    item = {"id": "item_new", "type": "message", "role": "user", "content": []}
+    event = {"type": "conversation.item.create", "item": item, "previous_item_id": previous}
+    actions = state.receive(event, Behavior())
     assert list(state.conversation.items) == order
+    if code is not None:
+        (refusal,) = actions
+        assert isinstance(refusal, Refuse)
+        assert (refusal.rejection.code, refusal.rejection.param) == (code, "previous_item_id")
+        return
+    added = actions[0]
+    assert isinstance(added, Send)
+    assert added.event["previous_item_id"] == reported
 
 
 def test_client_item_ids_are_unique() -> None:
     state = new_model()
     state.conversation = conversation_with_audio()
-    item = state.client_item({"item": {"type": "message", "id": "item_user"}}, "item_new")
-    assert isinstance(item, Rejection)
-    assert (item.code, item.param) == ("invalid_value", "item.id")
-    missing = state.client_item({"item": {}}, "item_new")
-    assert isinstance(missing, Rejection)
-    assert missing.code == "missing_required_parameter"
+    create = {"type": "conversation.item.create", "item": {"type": "message", "id": "item_user"}}
+    (refusal,) = state.receive(create, Behavior())
+    assert isinstance(refusal, Refuse)
+    assert (refusal.rejection.code, refusal.rejection.param) == ("invalid_value", "item.id")
+    missing = state.receive({"type": "conversation.item.create", "item": {}}, Behavior())
+    assert kinds(missing) == ["refuse:missing_required_parameter"]
+
+
+def test_receive_responses() -> None:
+    state = new_model()
+    behavior = Behavior()
+    (start,) = state.receive(
+        {"type": "response.create", "response": {"metadata": {"k": "v"}}}, behavior
+    )
+    assert isinstance(start, StartResponse)
+    assert (start.in_band, start.metadata) == (True, {"k": "v"})
+    (conflict,) = state.receive({"type": "response.create"}, behavior)
+    assert isinstance(conflict, Refuse)
+    assert conflict.conflict
+    assert start.response_id in conflict.rejection.message
+    behavior.legacy_conflict_error = True
+    (legacy,) = state.receive({"type": "response.create"}, behavior)
+    assert isinstance(legacy, Refuse)
+    assert legacy.rejection.code is None
+    behavior.legacy_conflict_error = False
+    oob = state.receive({"type": "response.create", "response": {"conversation": "none"}}, behavior)
+    assert kinds(oob) == ["StartResponse"]
+    bad = state.receive({"type": "response.create", "response": "x"}, behavior)
+    assert kinds(bad) == ["refuse:invalid_type"]
+    # A cancel finds the response only once it was created.
+    cancel = {"type": "response.cancel"}
+    assert kinds(state.receive(cancel, behavior)) == ["refuse:response_cancel_not_active"]
+    state.slots.mark_created(start.response_id)
+    behavior.ignore_cancel = True
+    assert state.receive(cancel, behavior) == []
+    behavior.ignore_cancel = False
+    assert state.receive(cancel, behavior) == [
+        CancelResponse(start.response_id, "client_cancelled")
+    ]
+    # Cancel is asynchronous: the response keeps the conversation until it is done.
+    assert kinds(state.receive(cancel, behavior)) == ["refuse:response_cancel_not_active"]
+    assert kinds(state.receive({"type": "response.create"}, behavior)) == [
+        "refuse:conversation_already_has_active_response"
+    ]
+    state.slots.finish(start.response_id)
+    assert kinds(state.receive({"type": "response.create"}, behavior)) == ["StartResponse"]
+
+
+def test_server_started_responses_and_interruptions() -> None:
+    state = new_model()
+    assert state.interrupt() is None
+    response_id = state.start_server_response()
+    assert state.slots.in_band == response_id
+    assert state.interrupt() == CancelResponse(response_id, "turn_detected")
+    assert state.interrupt() is None  # already being cancelled
+    events = state.commit_user_audio("item_vad")
+    assert [e["type"] for e in events] == [
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+    ]
+    assert state.conversation.last_id == "item_vad"

@@ -54,7 +54,9 @@ import attrs
 from . import _audio
 from . import _protocol as proto
 from ._audio import AudioFormat
+from ._ids import IdFactory
 from ._protocol import Dialect, Event
+from ._script import Behavior
 
 # -- errors ------------------------------------------------------------------------------------
 
@@ -115,6 +117,10 @@ def missing_parameter(param: str) -> Rejection:
 
 def unknown_parameter(param: str) -> Rejection:
     return Rejection("unknown_parameter", f"Unknown parameter: '{param}'.", param)
+
+
+def invalid_json(message: str) -> Rejection:
+    return Rejection("invalid_json", message)
 
 
 def item_not_found(item_id: Any) -> Rejection:
@@ -750,57 +756,223 @@ def expiry_error(duration: float) -> Rejection:
     return Rejection("session_expired", expiry_message(duration))
 
 
-# -- the state of one connection ---------------------------------------------------------------
+# -- the state of one connection: client events in, actions out ------------------------------
+
+
+@attrs.frozen
+class Send:
+    """Send this server event (the connection adds its ``event_id``)."""
+
+    event: Event
+
+
+@attrs.frozen
+class Refuse:
+    """Answer the client event with this error; ``conflict``: it is the one-active rejection."""
+
+    rejection: Rejection
+    conflict: bool = False
+
+
+@attrs.frozen
+class StartResponse:
+    """Start a response the client asked for (it already holds its slot)."""
+
+    response_id: str
+    body: Mapping[str, Any]
+    in_band: bool
+    metadata: Mapping[str, Any] | None
+
+
+@attrs.frozen
+class CancelResponse:
+    """Cancel this active response (it ends with ``response.done`` when it has stopped)."""
+
+    response_id: str
+    reason: str
+
+
+Action = Send | Refuse | StartResponse | CancelResponse
 
 
 @attrs.define
 class ConnectionModel:
     """Everything the service knows about one connection: its session, its conversation and
-    its responses."""
+    its responses. ``receive()`` takes each client event and returns what to do."""
 
     dialect: Dialect
     session: SessionState
+    ids: IdFactory
     conversation: Conversation = attrs.field(factory=Conversation)
     slots: ResponseSlots = attrs.field(factory=ResponseSlots)
     audio_buffer_bytes: int = 0
 
     @classmethod
     def new(
-        cls, dialect: Dialect, *, session_id: str, model: str, expires_at: int
+        cls, dialect: Dialect, *, ids: IdFactory, model: str, expires_at: int
     ) -> ConnectionModel:
         value = proto.session_object(
-            dialect, session_id=session_id, model=model, expires_at=expires_at
+            dialect, session_id=ids.new("sess"), model=model, expires_at=expires_at
         )
-        return cls(dialect, SessionState(dialect, value))
+        return cls(dialect, SessionState(dialect, value), ids)
+
+    def receive(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
+        """What the service does with one client event. ``behavior`` supplies the knobs that
+        change the rules (``legacy_conflict_error``, ``ignore_cancel``)."""
+        kind = event.get("type")
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            supported = ", ".join(f"'{name}'" for name in proto.CLIENT_EVENT_TYPES)
+            message = f"Invalid value: '{kind}'. Supported values are: {supported}."
+            return [Refuse(Rejection("invalid_event", message, "type"))]
+        return handler(self, event, behavior)
+
+    # -- the client events, one method each ---------------------------------------------------
+
+    def _session_update(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
+        rejection = self.update_session(event.get("session"))
+        if rejection is not None:
+            return [Refuse(rejection)]
+        return [Send({"type": "session.updated", "session": self.session.value})]
+
+    def _audio_append(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
+        audio = event.get("audio")
+        if isinstance(audio, str):
+            self.audio_buffer_bytes += len(audio) * 3 // 4
+        return []
+
+    def _audio_commit(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
+        if self.audio_buffer_bytes == 0:
+            return [
+                Refuse(
+                    Rejection(
+                        proto.COMMIT_EMPTY_CODE,
+                        "Error committing input audio buffer: buffer too small. Expected at "
+                        "least 100ms of audio, but buffer only has 0.00ms of audio.",
+                    )
+                )
+            ]
+        return [Send(e) for e in self.commit_user_audio(self.ids.new("item"))]
+
+    def _audio_clear(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
+        self.audio_buffer_bytes = 0
+        return [Send({"type": "input_audio_buffer.cleared"})]
+
+    def _item_create(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
+        item = event.get("item")
+        if not isinstance(item, Mapping) or "type" not in item:
+            return [Refuse(missing_parameter("item.type"))]
+        new = proto.client_item(item, self.ids.new("item"))
+        after = event.get("previous_item_id")
+        rejection = self.conversation.placement(new["id"], after)
+        if rejection is not None:
+            return [Refuse(rejection)]
+        return [Send(e) for e in self.add_item(new, after if isinstance(after, str) else None)]
+
+    def _item_delete(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
+        item_id = event.get("item_id")
+        rejection = self.conversation.delete(item_id)
+        if rejection is not None:
+            return [Refuse(rejection)]
+        return [Send({"type": "conversation.item.deleted", "item_id": item_id})]
+
+    def _item_retrieve(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
+        item = self.conversation.retrieve(event.get("item_id"))
+        if isinstance(item, Rejection):
+            return [Refuse(item)]
+        return [Send({"type": "conversation.item.retrieved", "item": item})]
+
+    def _item_truncate(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
+        item_id, index, end = (
+            event.get("item_id"),
+            event.get("content_index"),
+            event.get("audio_end_ms"),
+        )
+        rejection = self.conversation.truncate(item_id, index, end)
+        if rejection is not None:
+            return [Refuse(rejection)]
+        truncated = {"item_id": item_id, "content_index": index, "audio_end_ms": end}
+        return [Send({"type": "conversation.item.truncated", **truncated})]
+
+    def _ignore(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
+        return []
+
+    def _response_create(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
+        body = event.get("response", {})
+        if not isinstance(body, Mapping):
+            message = "Invalid type for 'response': expected an object."
+            return [Refuse(Rejection("invalid_type", message, "response"))]
+        in_band = body.get("conversation") != "none"
+        rejection = self.slots.request(in_band=in_band, legacy_error=behavior.legacy_conflict_error)
+        if rejection is not None:
+            return [Refuse(rejection, conflict=True)]
+        response_id = self.ids.new("resp")
+        self.slots.begin(response_id, in_band=in_band)
+        metadata = body.get("metadata")
+        return [
+            StartResponse(
+                response_id, body, in_band, metadata if isinstance(metadata, Mapping) else None
+            )
+        ]
+
+    def _response_cancel(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
+        if behavior.ignore_cancel:
+            return []
+        target = self.slots.cancel_target(event.get("response_id"))
+        if isinstance(target, Rejection):
+            return [Refuse(target)]
+        self.slots.mark_cancelling(target)
+        return [CancelResponse(target, "client_cancelled")]
+
+    # -- what the connection also asks ---------------------------------------------------------
 
     def update_session(self, body: Any) -> Rejection | None:
         return self.session.update(
             body, assistant_audio_present=self.conversation.assistant_audio_present
         )
 
-    def append_audio(self, audio: Any) -> None:
-        if isinstance(audio, str):
-            self.audio_buffer_bytes += len(audio) * 3 // 4
+    def add_item(self, item: dict[str, Any], after: str | None = None) -> list[Event]:
+        """Add an item; the events that say so."""
+        previous = self.conversation.add(item, after)
+        return proto.item_added_events(self.dialect, item, previous, done=True)
 
-    def commit_audio(self) -> Rejection | None:
-        """Whether the input audio buffer can be committed (it is then emptied)."""
-        if self.audio_buffer_bytes == 0:
-            return Rejection(
-                proto.COMMIT_EMPTY_CODE,
-                "Error committing input audio buffer: buffer too small. Expected at least "
-                "100ms of audio, but buffer only has 0.00ms of audio.",
-            )
+    def commit_user_audio(self, item_id: str) -> list[Event]:
+        """Commit the input audio buffer (whatever it holds) as a user audio item."""
         self.audio_buffer_bytes = 0
-        return None
+        committed = {
+            "type": "input_audio_buffer.committed",
+            "previous_item_id": self.conversation.last_id,
+            "item_id": item_id,
+        }
+        return [committed, *self.add_item(proto.user_audio_item(item_id))]
 
-    def clear_audio(self) -> None:
-        self.audio_buffer_bytes = 0
+    def start_server_response(self) -> str:
+        """Take the conversation for a response the server starts by itself (it must be
+        free); return the new response's id."""
+        response_id = self.ids.new("resp")
+        self.slots.begin(response_id, in_band=True)
+        return response_id
 
-    def client_item(self, event: Mapping[str, Any], new_id: str) -> dict[str, Any] | Rejection:
-        """The item a ``conversation.item.create`` adds (not yet added): checked against the
-        conversation (``previous_item_id`` must name an item, or ``"root"``)."""
-        item = event.get("item")
-        if not isinstance(item, Mapping) or "type" not in item:
-            return missing_parameter("item.type")
-        result = proto.client_item(item, new_id)
-        return self.conversation.placement(result["id"], event.get("previous_item_id")) or result
+    def interrupt(self) -> CancelResponse | None:
+        """The user started speaking: the in-band response to cancel, if any."""
+        target = self.slots.in_band
+        if target is None or target in self.slots.cancelling:
+            return None
+        self.slots.mark_cancelling(target)
+        return CancelResponse(target, "turn_detected")
+
+
+_Handler = Callable[[ConnectionModel, Mapping[str, Any], Behavior], list[Action]]
+_HANDLERS: Mapping[str, _Handler] = {
+    "session.update": ConnectionModel._session_update,
+    "input_audio_buffer.append": ConnectionModel._audio_append,
+    "input_audio_buffer.commit": ConnectionModel._audio_commit,
+    "input_audio_buffer.clear": ConnectionModel._audio_clear,
+    "conversation.item.create": ConnectionModel._item_create,
+    "conversation.item.delete": ConnectionModel._item_delete,
+    "conversation.item.retrieve": ConnectionModel._item_retrieve,
+    "conversation.item.truncate": ConnectionModel._item_truncate,
+    "output_audio_buffer.clear": ConnectionModel._ignore,
+    "response.create": ConnectionModel._response_create,
+    "response.cancel": ConnectionModel._response_cancel,
+}

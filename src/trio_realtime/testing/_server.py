@@ -311,8 +311,8 @@ class FakeConnection:
                     "item_id": item_id,
                 }
             )
-        if interrupt and slots.in_band is not None and slots.in_band not in slots.cancelling:
-            self._cancel(self._responses[slots.in_band], "turn_detected")
+        if interrupt and (cancel := self._model.interrupt()) is not None:
+            self._cancel(cancel)
         while slots.in_band is not None:
             await self._responses[slots.in_band].done.wait()
         if self._ending:
@@ -335,9 +335,16 @@ class FakeConnection:
                 }
             )
         if speech or idle_timeout:
-            self._add_user_audio_item(item_id)
+            for event in self._model.commit_user_audio(item_id):
+                self._emit(event)
         response = self._begin_response(
-            {}, script=script, metadata=None, in_band=True, server_started=True, silent=False
+            self._model.start_server_response(),
+            {},
+            script=script,
+            metadata=None,
+            in_band=True,
+            server_started=True,
+            silent=False,
         )
         self._shared.stats.server_started += 1
         await trio.lowlevel.checkpoint()
@@ -497,7 +504,7 @@ class FakeConnection:
         seconds = _DEFAULT_SESSION_SECONDS if duration is None else math.ceil(duration)
         self._model = ConnectionModel.new(
             self.dialect,
-            session_id=ids.new("sess"),
+            ids=ids,
             model=self._shared.model,
             expires_at=int(time.time()) + seconds,
         )
@@ -520,171 +527,50 @@ class FakeConnection:
             event = json.loads(message)
         except (ValueError, UnicodeDecodeError) as exc:
             logger.debug("invalid JSON from the client: %s", exc)
-            self._reject(
-                Rejection("invalid_json", f"The server failed to parse the event: {exc}"), None
-            )
+            self._reject(rules.invalid_json(f"The server failed to parse the event: {exc}"), None)
             return
         if not isinstance(event, dict):
-            self._reject(Rejection("invalid_json", "The event must be a JSON object."), None)
+            self._reject(rules.invalid_json("The event must be a JSON object."), None)
             return
         self.received.append(event)
         self._shared.received.append(event)
         self._shared.notifier.notify()
         if self._refusal is not None:
-            return
+            return  # the session is being closed: nothing more is served
         kind = event.get("type")
-        handler = self._handlers().get(kind) if isinstance(kind, str) else None
-        if handler is None:
-            supported = ", ".join(f"'{name}'" for name in proto.CLIENT_EVENT_TYPES)
-            self._reject(
-                Rejection(
-                    "invalid_event",
-                    f"Invalid value: '{kind}'. Supported values are: {supported}.",
-                    "type",
-                ),
-                event,
+        if kind == "response.cancel":
+            self._shared.stats.cancels_received += 1
+        for action in self._state.receive(event, self._behavior):
+            self._act(action, event)
+        if kind == "session.update":
+            self._poke()  # the idle timeout starts again, with the new setting
+
+    def _act(self, action: rules.Action, cause: Mapping[str, Any]) -> None:
+        """Do what the model said a client event (``cause``) calls for."""
+        if isinstance(action, rules.Send):
+            self._emit(action.event)
+        elif isinstance(action, rules.Refuse):
+            if action.conflict:
+                self._shared.stats.rejections_sent += 1
+            self._reject(action.rejection, cause)
+        elif isinstance(action, rules.StartResponse):
+            self._begin_response(
+                action.response_id,
+                action.body,
+                script=None,
+                metadata=action.metadata,
+                in_band=action.in_band,
+                server_started=False,
+                silent=self._behavior.withhold_created,
             )
-            return
-        handler(event)
-
-    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
-        return {
-            "session.update": self._on_session_update,
-            "input_audio_buffer.append": self._on_audio_append,
-            "input_audio_buffer.commit": self._on_audio_commit,
-            "input_audio_buffer.clear": self._on_audio_clear,
-            "conversation.item.create": self._on_item_create,
-            "conversation.item.delete": self._on_item_delete,
-            "conversation.item.retrieve": self._on_item_retrieve,
-            "conversation.item.truncate": self._on_item_truncate,
-            "output_audio_buffer.clear": _ignore,
-            "response.create": self._on_response_create,
-            "response.cancel": self._on_response_cancel,
-        }
-
-    def _on_session_update(self, event: dict[str, Any]) -> None:
-        rejection = self._state.update_session(event.get("session"))
-        if rejection is not None:
-            self._reject(rejection, event)
-            return
-        self._poke()
-        self._emit({"type": "session.updated", "session": self.session})
-
-    def _on_audio_append(self, event: dict[str, Any]) -> None:
-        # Appended audio is silence to the fake server: it does not restart the idle timeout.
-        self._state.append_audio(event.get("audio"))
-
-    def _on_audio_commit(self, event: dict[str, Any]) -> None:
-        rejection = self._state.commit_audio()
-        if rejection is not None:
-            self._reject(rejection, event)
-            return
-        self._add_user_audio_item(self._shared.ids.new("item"))
-
-    def _add_user_audio_item(self, item_id: str) -> None:
-        self._state.clear_audio()
-        self._emit(
-            {
-                "type": "input_audio_buffer.committed",
-                "previous_item_id": self._state.conversation.last_id,
-                "item_id": item_id,
-            }
-        )
-        self._add_item(proto.user_audio_item(item_id))
-
-    def _add_item(self, item: dict[str, Any], after: str | None = None) -> None:
-        previous = self._state.conversation.add(item, after)
-        for added in proto.item_added_events(self.dialect, item, previous, done=True):
-            self._emit(added)
-
-    def _on_audio_clear(self, event: dict[str, Any]) -> None:
-        self._state.clear_audio()
-        self._emit({"type": "input_audio_buffer.cleared"})
-
-    def _on_item_create(self, event: dict[str, Any]) -> None:
-        item = self._state.client_item(event, self._shared.ids.new("item"))
-        if isinstance(item, Rejection):
-            self._reject(item, event)
-            return
-        previous = event.get("previous_item_id")
-        self._add_item(item, previous if isinstance(previous, str) else None)
-
-    def _on_item_delete(self, event: dict[str, Any]) -> None:
-        item_id = event.get("item_id")
-        rejection = self._state.conversation.delete(item_id)
-        if rejection is not None:
-            self._reject(rejection, event)
-            return
-        self._emit({"type": "conversation.item.deleted", "item_id": item_id})
-
-    def _on_item_retrieve(self, event: dict[str, Any]) -> None:
-        item = self._state.conversation.retrieve(event.get("item_id"))
-        if isinstance(item, Rejection):
-            self._reject(item, event)
-            return
-        self._emit({"type": "conversation.item.retrieved", "item": item})
-
-    def _on_item_truncate(self, event: dict[str, Any]) -> None:
-        item_id = event.get("item_id")
-        content_index = event.get("content_index")
-        audio_end_ms = event.get("audio_end_ms")
-        rejection = self._state.conversation.truncate(item_id, content_index, audio_end_ms)
-        if rejection is not None:
-            self._reject(rejection, event)
-            return
-        self._emit(
-            {
-                "type": "conversation.item.truncated",
-                "item_id": item_id,
-                "content_index": content_index,
-                "audio_end_ms": audio_end_ms,
-            }
-        )
-
-    def _on_response_create(self, event: dict[str, Any]) -> None:
-        body = event.get("response", {})
-        if not isinstance(body, dict):
-            self._reject(
-                Rejection(
-                    "invalid_type", "Invalid type for 'response': expected an object.", "response"
-                ),
-                event,
-            )
-            return
-        in_band = body.get("conversation") != "none"
-        behavior = self._behavior
-        rejection = self._state.slots.request(
-            in_band=in_band, legacy_error=behavior.legacy_conflict_error
-        )
-        if rejection is not None:
-            self._shared.stats.rejections_sent += 1
-            self._reject(rejection, event)
-            return
-        metadata = body.get("metadata")
-        self._begin_response(
-            body,
-            script=None,
-            metadata=metadata if isinstance(metadata, dict) else None,
-            in_band=in_band,
-            server_started=False,
-            silent=behavior.withhold_created,
-        )
-
-    def _on_response_cancel(self, event: dict[str, Any]) -> None:
-        self._shared.stats.cancels_received += 1
-        if self._behavior.ignore_cancel:
-            return
-        target = self._state.slots.cancel_target(event.get("response_id"))
-        if isinstance(target, Rejection):
-            self._reject(target, event)
-            return
-        self._cancel(self._responses[target], "client_cancelled")
+        else:
+            self._cancel(action)
 
     # -- responses -----------------------------------------------------------------------
 
-    def _cancel(self, response: _Response, reason: str) -> None:
-        self._state.slots.mark_cancelling(response.id)
-        response.cancel_reason = reason
+    def _cancel(self, cancel: rules.CancelResponse) -> None:
+        response = self._responses[cancel.response_id]
+        response.cancel_reason = cancel.reason
         response.cancel_scope.cancel()
 
     def _script_for(self, body: Mapping[str, Any], audio_format: AudioFormat) -> Script:
@@ -697,6 +583,7 @@ class FakeConnection:
 
     def _begin_response(
         self,
+        response_id: str,
         body: Mapping[str, Any],
         *,
         script: Script | None,
@@ -705,14 +592,13 @@ class FakeConnection:
         server_started: bool,
         silent: bool,
     ) -> _Response:
-        """Take the conversation (in-band) and start the response task. Synchronous, so the
-        check for an active response and taking the slot cannot be separated."""
+        """Start the task of a response that holds its slot in the model already."""
         stats = self._shared.stats
         voice, audio_format = self._state.session.response_audio(body)
         if script is None:
             script = self._script_for(body, audio_format)
         response = _Response(
-            id=self._shared.ids.new("resp"),
+            id=response_id,
             in_band=in_band,
             script=script,
             metadata=metadata,
@@ -723,7 +609,6 @@ class FakeConnection:
             audio_format=audio_format,
         )
         slots = self._state.slots
-        slots.begin(response.id, in_band=in_band)
         self._responses[response.id] = response
         if in_band:
             stats.max_in_band_active = max(stats.max_in_band_active, 1)
@@ -828,10 +713,6 @@ class FakeConnection:
             response.done.set()
             self._poke()
             self._shared.notifier.notify()
-
-
-def _ignore(event: dict[str, Any]) -> None:
-    logger.debug("ignoring %s", event.get("type"))
 
 
 def _event_id(event: Mapping[str, Any]) -> str | None:
