@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trio_realtime.testing import Behavior, Script, default_script
 from trio_realtime.testing._audio import G711_ALAW, G711_ULAW, PCM16, from_beta, from_ga
@@ -827,3 +829,98 @@ def test_server_started_responses_and_interruptions() -> None:
         "conversation.item.done",
     ]
     assert state.conversation.last_id == "item_vad"
+
+
+# -- properties --------------------------------------------------------------------------------
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("create"), st.booleans()),
+        st.tuples(st.just("created"), st.integers(0, 5)),
+        st.tuples(st.just("cancel"), st.one_of(st.none(), st.integers(0, 5))),
+        st.tuples(st.just("finish"), st.integers(0, 5)),
+        st.tuples(st.just("interrupt"), st.none()),
+    ),
+    max_size=40,
+)
+
+
+@given(OPS)
+def test_the_one_active_rule_holds_whatever_the_clients_do(ops: list[tuple[str, Any]]) -> None:
+    state = new_model()
+    behavior = Behavior()
+    started: list[str] = []  # every response ever started, in order
+    done: set[str] = set()
+    for op, arg in ops:
+        active = [rid for rid in started if rid not in done]
+        if op == "create":
+            body = {} if arg else {"conversation": "none"}
+            was_free = state.slots.in_band is None
+            (action,) = state.receive({"type": "response.create", "response": body}, behavior)
+            if isinstance(action, StartResponse):
+                assert not action.in_band or was_free
+                started.append(action.response_id)
+            else:
+                assert isinstance(action, Refuse)
+                assert action.conflict
+                assert arg
+                assert not was_free
+        elif op == "created" and active:
+            state.slots.mark_created(active[arg % len(active)])
+        elif op == "cancel":
+            target = None if arg is None or not started else started[arg % len(started)]
+            before = set(state.slots.cancelling)
+            actions = state.receive({"type": "response.cancel", "response_id": target}, behavior)
+            for action in actions:
+                if isinstance(action, CancelResponse):
+                    assert action.response_id in state.slots.created
+                    assert action.response_id not in before
+                    assert action.response_id not in done
+        elif op == "finish" and active:
+            finished = active[arg % len(active)]
+            state.slots.finish(finished)
+            done.add(finished)
+        elif op == "interrupt":
+            cancel = state.interrupt()
+            assert cancel is None or cancel.response_id == state.slots.in_band
+        in_band_active = [rid for rid in started if rid not in done and rid == state.slots.in_band]
+        assert len(in_band_active) <= 1
+        assert state.slots.active == len([rid for rid in started if rid not in done])
+
+
+LEAVES: dict[str, st.SearchStrategy[Any]] = {
+    "instructions": st.text(max_size=5),
+    "audio.output.voice": st.sampled_from(["alloy", "cedar", "marin"]),
+    "audio.output.speed": st.floats(0.25, 1.5),
+    "audio.output.format": st.sampled_from([{"type": "audio/pcmu"}, {"type": "audio/pcma"}]),
+    "audio.input.noise_reduction": st.sampled_from([None, {"type": "far_field"}]),
+    "audio.input.transcription": st.sampled_from([None, {"model": "whisper-1"}]),
+    "audio.input.turn_detection.threshold": st.floats(0, 1),
+    "audio.input.turn_detection.create_response": st.booleans(),
+    "max_output_tokens": st.one_of(st.just("inf"), st.integers(1, 4096)),
+}
+
+
+def nest(path: str, value: Any) -> dict[str, Any]:
+    head, _, rest = path.partition(".")
+    return {head: nest(rest, value) if rest else value}
+
+
+def merge_into(target: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict) and key != "format":
+            merge_into(target[key], value)
+        else:
+            target[key] = value
+
+
+@given(st.fixed_dictionaries({}, optional=LEAVES))
+def test_a_valid_partial_update_changes_exactly_what_it_names(changes: dict[str, Any]) -> None:
+    state = new_model("ga")
+    update: dict[str, Any] = {"type": "realtime"}
+    for path, value in changes.items():
+        merge_into(update, nest(path, value))
+    expected = json.loads(json.dumps(state.session.value))
+    merge_into(expected, update)
+    assert state.update_session(update) is None
+    assert state.session.value == expected

@@ -477,7 +477,7 @@ def _merge(node: _Node, current: Any, update: Any, param: str) -> Any:
     return copy.deepcopy(update)
 
 
-@attrs.define
+@attrs.define(eq=False)
 class SessionState:
     """The session configuration of one connection, and the rules for changing it."""
 
@@ -569,7 +569,7 @@ def _voice_of(dialect: Dialect, session: Mapping[str, Any]) -> Any:
 # -- 3. the conversation -----------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(eq=False)
 class Conversation:
     """The items of the default conversation, in order, and the audio length of each
     assistant audio item (milliseconds)."""
@@ -679,7 +679,7 @@ class Conversation:
 # -- 4. responses ------------------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(eq=False)
 class ResponseSlots:
     """Which responses are active, and the one-active-response rule.
 
@@ -795,7 +795,7 @@ class CancelResponse:
 Action = Send | Refuse | StartResponse | CancelResponse
 
 
-@attrs.define
+@attrs.define(eq=False)
 class ConnectionModel:
     """Everything the service knows about one connection: its session, its conversation and
     its responses. ``receive()`` takes each client event and returns what to do."""
