@@ -1,7 +1,9 @@
 """The Realtime service's rules, as the fake server enforces them: plain data, no I/O.
 
 No sockets, no Trio and no clock here: the connection (``_server.py``) feeds what happened in
-and acts on what comes back; times are passed in as arguments. Each rule, in prose:
+and acts on what comes back; times are passed in as arguments. Each client event goes through
+``ConnectionModel.receive()``, which returns actions (``Send``, ``Refuse``, ``StartResponse``,
+``CancelResponse``) for the connection to carry out. Each rule, in prose:
 
 1. **Connecting.** The service listens on ``/v1/realtime`` (OpenAI), ``/openai/v1/realtime``
    (Azure GA) and ``/openai/realtime`` (Azure preview); any other path is refused at the
@@ -38,8 +40,9 @@ and acts on what comes back; times are passed in as arguments. Each rule, in pro
    error ("Your session hit the maximum duration of N minutes."), then a close with code 1001
    and that sentence as the reason.
 6. **Idle timeout.** With ``turn_detection.idle_timeout_ms`` set (GA), a conversation left
-   idle that long gets ``input_audio_buffer.timeout_triggered``, then a response the server
-   starts by itself.
+   idle that long (no in-band response, no ``session.update``; appended audio is silence to
+   the fake server) gets ``input_audio_buffer.timeout_triggered``, the silent audio
+   committed as a user item, then a response the server starts by itself.
 """
 
 from __future__ import annotations
