@@ -742,7 +742,12 @@ async def test_client_events(dialect: Dialect) -> None:
             open_fake_server(dialect=dialect) as server,
             connect(server) as (client, connection),
         ):
-            await client.send({"type": "session.update", "session": {"instructions": "Be brief."}})
+            # GA requires session.type in an update, as the service does.
+            session = {
+                "instructions": "Be brief.",
+                **({"type": "realtime"} if dialect == "ga" else {}),
+            }
+            await client.send({"type": "session.update", "session": session})
             updated = await client.expect("session.updated")
             assert updated["session"]["instructions"] == "Be brief."
 

@@ -18,7 +18,13 @@ import trio.testing
 from openai.types.beta.realtime import RealtimeServerEvent as BetaServerEvent
 from openai.types.realtime import RealtimeServerEvent as GAServerEvent
 
-from trio_realtime.testing import Behavior, FunctionCall, Script, open_fake_server
+from trio_realtime.testing import (
+    Behavior,
+    FakeRealtimeServer,
+    FunctionCall,
+    Script,
+    open_fake_server,
+)
 from trio_realtime.testing._raw_client import RawClient, open_raw_client
 
 Dialect = Literal["ga", "beta"]
@@ -37,6 +43,8 @@ COMMON_TYPES = {
     "input_audio_buffer.speech_started",
     "input_audio_buffer.speech_stopped",
     "conversation.item.deleted",
+    "conversation.item.retrieved",
+    "conversation.item.truncated",
     "rate_limits.updated",
     "response.created",
     "response.done",
@@ -50,6 +58,7 @@ COMMON_TYPES = {
 EXPECTED_TYPES = {
     "ga": COMMON_TYPES
     | {
+        "input_audio_buffer.timeout_triggered",
         "conversation.item.added",
         "conversation.item.done",
         "response.output_text.delta",
@@ -81,6 +90,12 @@ EXPECTED_ERROR_CODES = {
     "invalid_type",
     "item_not_found",
     "missing_required_parameter",
+    "unknown_parameter",
+    "invalid_value",
+    "decimal_above_max_value",
+    "cannot_update_voice",
+    "invalid_api_key",
+    "session_expired",
 }
 EXPECTED_STATUSES = {"in_progress", "completed", "cancelled", "failed", "incomplete"}
 
@@ -129,7 +144,10 @@ async def collect_events(dialect: Dialect) -> list[dict[str, Any]]:
     ):
         await client.recv_until("session.created")
         # Session, items, audio buffer.
-        await client.send({"type": "session.update", "session": {"instructions": "Be brief."}})
+        session_type = {"type": "realtime"} if dialect == "ga" else {}
+        await client.send(
+            {"type": "session.update", "session": {**session_type, "instructions": "Be brief."}}
+        )
         await client.send({"type": "session.update"})
         message = {
             "type": "message",
@@ -198,7 +216,98 @@ async def collect_events(dialect: Dialect) -> list[dict[str, Any]]:
         await server.start_response(SCRIPTS["text"], interrupt=True)
         await client.recv_until("response.done")
         await client.recv_until("response.done")
-        return client.received
+        await _newer_scenarios(dialect, server, client)
+        events = list(client.received)
+
+    # Sessions that end: a refused key, an expired session.
+    refused = Behavior(invalid_api_keys={"sk-bad-key-0000"})
+    headers = [(b"authorization", b"Bearer sk-bad-key-0000")]
+    async with (
+        open_fake_server(dialect=dialect, behavior=refused) as server,
+        open_raw_client(server.port, extra_headers=headers) as client,
+    ):
+        events.append(await client.expect("error"))
+    async with (
+        open_fake_server(dialect=dialect, behavior=Behavior(session_duration=60)) as server,
+        open_raw_client(server.port) as client,
+    ):
+        await client.recv_until("session.created")
+        events += await client.recv_until("error")
+        events += client.received[:1]
+    return events
+
+
+async def _newer_scenarios(dialect: Dialect, server: FakeRealtimeServer, client: RawClient) -> None:
+    """Items retrieved and truncated, refused session updates, voice and format, and the knobs
+    for newer models: every event they cause is validated too."""
+    ga = dialect == "ga"
+    session_type = {"type": "realtime"} if ga else {}
+
+    async def update(session: dict[str, Any]) -> dict[str, Any]:
+        await client.send({"type": "session.update", "session": {**session_type, **session}})
+        return (await client.recv_until("session.updated", "error"))[-1]
+
+    # Refused updates.
+    assert (await update({"foo": 1}))["error"]["code"] == "unknown_parameter"
+    speed = {"audio": {"output": {"speed": 3}}} if ga else {"speed": 3}
+    assert (await update(speed))["error"]["code"] == "decimal_above_max_value"
+    voice = {"audio": {"output": {"voice": "hal"}}} if ga else {"voice": "hal"}
+    assert (await update(voice))["error"]["code"] == "invalid_value"
+
+    # Items: retrieve, truncate (and the refusals), with a response in another format and voice.
+    server.behavior.script = None
+    # (The voice can no longer change in the session: earlier responses spoke. A response
+    # can still name its own.)
+    partial = (
+        {"output_modalities": ["audio"], "audio": {"output": {"format": {"type": "audio/pcmu"}}}}
+        if ga
+        else {"modalities": ["audio", "text"], "output_audio_format": "g711_ulaw"}
+    )
+    assert (await update(partial))["type"] == "session.updated"
+    own_voice = {"audio": {"output": {"voice": "cedar"}}} if ga else {"voice": "sage"}
+    done = (await _response(client, **own_voice))[-1]
+    audio_item = done["response"]["output"][0]["id"]
+    await client.send({"type": "conversation.item.retrieve", "item_id": audio_item})
+    await client.recv_until("conversation.item.retrieved")
+    truncate = {"type": "conversation.item.truncate", "item_id": audio_item, "content_index": 0}
+    await client.send({**truncate, "audio_end_ms": 99_999})
+    await client.recv_until("error")
+    await client.send({**truncate, "audio_end_ms": 100})
+    await client.recv_until("conversation.item.truncated")
+    await client.send({**truncate, "item_id": "item_nope", "audio_end_ms": 0})
+    await client.recv_until("error")
+    # The voice is fixed once there is assistant audio.
+    other = {"audio": {"output": {"voice": "ash"}}} if ga else {"voice": "ash"}
+    assert (await update(other))["error"]["code"] == "cannot_update_voice"
+    server.behavior.script = _pick_script
+
+    # Newer models: several overlapping audio items, no response.created, interrupted
+    # responses ending incomplete.
+    server.behavior.audio_items = 2
+    server.behavior.overlap_audio_items = True
+    await _response(client, metadata={"script": "audio"})
+    server.behavior.audio_items = 1
+    server.behavior.omit_response_created = True
+    await _response(client, metadata={"script": "text"})
+    server.behavior.omit_response_created = False
+    server.behavior.auto_finish = False
+    server.behavior.interrupted_status = "incomplete"
+    await client.send({"type": "response.create"})
+    await client.recv_until("response.created")
+    server.behavior.auto_finish = True
+    await server.start_response(SCRIPTS["text"], interrupt=True)
+    await client.recv_until("response.done")
+    await client.recv_until("response.done")
+    server.behavior.interrupted_status = "cancelled"
+
+    # The idle timeout (GA): the server starts a response by itself.
+    if ga:
+        idle = {"audio": {"input": {"turn_detection": {"idle_timeout_ms": 5000}}}}
+        assert (await update(idle))["type"] == "session.updated"
+        await client.recv_until("input_audio_buffer.timeout_triggered")
+        await client.recv_until("response.done")
+        off = {"audio": {"input": {"turn_detection": None}}}
+        assert (await update(off))["type"] == "session.updated"
 
 
 def _extras(value: Any, path: str = "") -> list[str]:
@@ -232,7 +341,7 @@ def validate(dialect: Dialect, event: dict[str, Any]) -> pydantic.BaseModel:
 async def test_every_emitted_event_is_valid(
     dialect: Dialect, autojump_clock: trio.testing.MockClock
 ) -> None:
-    with trio.fail_after(60):
+    with trio.fail_after(600):  # mock time: the session of the expiry scenario lasts 60 s
         events = await collect_events(dialect)
     for event in events:
         try:

@@ -1,4 +1,12 @@
-"""A fake OpenAI Realtime server for tests, and its pytest fixtures."""
+"""A fake OpenAI Realtime server for tests, and its pytest fixtures.
+
+``open_fake_server()`` serves the Realtime protocol (GA or beta) on 127.0.0.1 and plays the
+service's rules: the paths and keys it accepts, the session it merges and validates, the
+conversation's items, one active response at a time, expiry and the idle timeout. Those rules
+are written down, in prose and code, in ``trio_realtime/testing/_model.py``. ``Behavior``
+holds the knobs for the service's quirks and faults; ``FakeConnection`` lets a test act as the
+server (inject events, close, drop, start and finish responses).
+"""
 
 from ._script import Behavior as Behavior
 from ._script import FunctionCall as FunctionCall

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
 
+from ._audio import PCM16, AudioFormat
 from ._ids import IdFactory
 from ._script import Script
 
 Dialect = Literal["ga", "beta"]
 Event = dict[str, Any]
+_T = TypeVar("_T", str, bytes)
 
 #: The client event types the fake server understands.
 CLIENT_EVENT_TYPES = (
@@ -153,16 +155,6 @@ def session_object(
     }
 
 
-_READ_ONLY_SESSION_KEYS = frozenset({"type", "object", "id", "expires_at", "model"})
-
-
-def update_session(session: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Shallow-merge the writable keys of a ``session.update`` body into the session."""
-    merged = dict(session)
-    merged.update({k: v for k, v in update.items() if k not in _READ_ONLY_SESSION_KEYS})
-    return merged
-
-
 def session_modalities(dialect: Dialect, session: Mapping[str, Any]) -> tuple[str, ...]:
     value = session.get("output_modalities" if dialect == "ga" else "modalities")
     if isinstance(value, list):
@@ -191,22 +183,6 @@ def error_event(
             "event_id": client_event_id,
         },
     }
-
-
-def conflict_error(*, active_response_id: str, client_event_id: str | None, legacy: bool) -> Event:
-    """The rejection of an in-band ``response.create`` while another one is active."""
-    if legacy:
-        return error_event(
-            code=None, message=LEGACY_CONFLICT_MESSAGE, client_event_id=client_event_id
-        )
-    return error_event(
-        code=CONFLICT_CODE,
-        message=(
-            "Conversation already has an active response in progress: "
-            f"{active_response_id}. Wait until the response is finished before creating a new one."
-        ),
-        client_event_id=client_event_id,
-    )
 
 
 # -- conversation items --------------------------------------------------------------------
@@ -300,6 +276,8 @@ def response_object(
     conversation_id: str | None,
     metadata: Mapping[str, Any] | None,
     modalities: list[str],
+    voice: Any = "alloy",
+    audio_format: AudioFormat = PCM16,
     output: list[dict[str, Any]] | None = None,
     details: Mapping[str, Any] | None = None,
     usage: Mapping[str, Any] | None = None,
@@ -317,13 +295,13 @@ def response_object(
     }
     if dialect == "ga":
         result["output_modalities"] = modalities
-        result["audio"] = {
-            "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "alloy"}
-        }
+        # The response object names a custom voice ({"id": ...}) by its id.
+        voice_name = voice.get("id") if isinstance(voice, Mapping) else voice
+        result["audio"] = {"output": {"format": audio_format.ga(), "voice": voice_name}}
     else:
         result["modalities"] = modalities
-        result["voice"] = "alloy"
-        result["output_audio_format"] = "pcm16"
+        result["voice"] = voice
+        result["output_audio_format"] = audio_format.beta_name
         result["temperature"] = 0.8
     return result
 
@@ -354,12 +332,28 @@ def _chunks(text: str, size: int) -> list[str]:
 
 
 @attrs.define(eq=False)
+class _OpenItem:
+    """An output item whose ``response.output_item.done`` is still to come."""
+
+    item: dict[str, Any]
+    output_index: int
+    previous_item_id: str | None
+    part: dict[str, Any] | None = None
+    text: str = ""
+
+
+@attrs.define(eq=False)
 class ResponseStream:
     """The output events of one response, produced one at a time by ``events()``.
 
     The state (output items, what is open, what was streamed so far) always matches the events
     already produced, so ``interrupt()`` can close exactly what is open when a response is
     cancelled midway, as the real server does (``*.done`` events, items ``incomplete``).
+
+    An audio message is split into ``audio_items`` items, as newer models do; with
+    ``overlap_audio_items`` each next item opens and streams its first deltas before the
+    previous one is closed. ``new_items`` collects in-band items as they open (the connection
+    moves them into the conversation); ``audio_ms`` the audio length of each audio item.
     """
 
     dialect: Dialect
@@ -369,12 +363,13 @@ class ResponseStream:
     in_band: bool
     #: The id of the last item of the conversation (in-band only); updated as items are added.
     previous_item_id: str | None = None
+    audio_format: AudioFormat = PCM16
+    audio_items: int = 1
+    overlap_audio_items: bool = False
     output: list[dict[str, Any]] = attrs.field(factory=list, init=False)
-    new_item_ids: list[str] = attrs.field(factory=list, init=False)
-    _item: dict[str, Any] | None = attrs.field(default=None, init=False)
-    _item_previous: str | None = attrs.field(default=None, init=False)
-    _part: dict[str, Any] | None = attrs.field(default=None, init=False)
-    _text: str = attrs.field(default="", init=False)
+    new_items: list[dict[str, Any]] = attrs.field(factory=list, init=False)
+    audio_ms: dict[str, int] = attrs.field(factory=dict, init=False)
+    _open: list[_OpenItem] = attrs.field(factory=list, init=False)
     _audio_bytes: int = attrs.field(default=0, init=False)
 
     @property
@@ -389,7 +384,9 @@ class ResponseStream:
         text_tokens = sum(len(item.get("arguments", "")) for item in self.output) // 4
         text_tokens += len(self._streamed_text()) // 4
         return usage_object(
-            input_tokens=10, text_tokens=text_tokens, audio_tokens=self._audio_bytes // 1200
+            input_tokens=10,
+            text_tokens=text_tokens,
+            audio_tokens=self.audio_format.duration_ms(self._audio_bytes) // 25,
         )
 
     def _streamed_text(self) -> str:
@@ -397,6 +394,8 @@ class ResponseStream:
         for item in self.output:
             for content in item.get("content", ()):
                 total += content.get("text") or content.get("transcript") or ""
+        for state in self._open:
+            total += state.text
         return total
 
     # -- producing events -------------------------------------------------------------
@@ -405,44 +404,38 @@ class ResponseStream:
         """Yield ``(event, is_delta)`` pairs; the caller sends each before asking for the next."""
         script = self.script
         if script.audio is not None:
-            yield from self._message_events(audio=script.audio)
+            yield from self._audio_messages(script.audio)
         elif script.text is not None:
-            yield from self._message_events(audio=None)
+            yield from self._text_message(script.text)
         for call in script.function_calls:
             yield from self._function_call_events(call.name, call.arguments, call.call_id)
 
-    def _ref(self) -> dict[str, Any]:
-        assert self._item is not None
-        return {
-            "response_id": self.response_id,
-            "item_id": self._item["id"],
-            "output_index": len(self.output) - 1,
-        }
+    @staticmethod
+    def _ref(state: _OpenItem) -> dict[str, Any]:
+        return {"item_id": state.item["id"], "output_index": state.output_index}
 
-    def _open_item(self, item: dict[str, Any]) -> Iterator[tuple[Event, bool]]:
+    def _open_item(self, item: dict[str, Any]) -> tuple[_OpenItem, list[Event]]:
+        state = _OpenItem(item, len(self.output), self.previous_item_id)
         self.output.append(item)
-        self._item = item
-        self._item_previous = self.previous_item_id
+        self._open.append(state)
         if self.in_band:
-            self.new_item_ids.append(item["id"])
+            self.new_items.append(item)
             self.previous_item_id = item["id"]
-        yield (
+        events: list[Event] = [
             {
                 "type": "response.output_item.added",
                 "response_id": self.response_id,
-                "output_index": len(self.output) - 1,
+                "output_index": state.output_index,
                 "item": {**item, "status": "in_progress"},
-            },
-            False,
-        )
+            }
+        ]
         if self.in_band:
-            for event in item_added_events(
-                self.dialect, {**item, "status": "in_progress"}, self._item_previous, done=False
-            ):
-                yield event, False
+            events += item_added_events(
+                self.dialect, {**item, "status": "in_progress"}, state.previous_item_id, done=False
+            )
+        return state, events
 
-    def _message_events(self, *, audio: bytes | None) -> Iterator[tuple[Event, bool]]:
-        names = self.names
+    def _open_message(self, part: dict[str, Any]) -> tuple[_OpenItem, list[Event]]:
         item = {
             "id": self.ids.new("item"),
             "object": "realtime.item",
@@ -451,85 +444,111 @@ class ResponseStream:
             "role": "assistant",
             "content": [],
         }
-        yield from self._open_item(item)
-        part_type = "audio" if audio is not None else "text"
-        self._part = (
-            {"type": part_type, "transcript": ""}
-            if audio is not None
-            else {"type": "text", "text": ""}
-        )
-        self._text = ""
-        yield (
+        state, events = self._open_item(item)
+        state.part = part
+        events.append(
             {
                 "type": "response.content_part.added",
-                **self._ref(),
+                "response_id": self.response_id,
+                **self._ref(state),
                 "content_index": 0,
-                "part": dict(self._part),
-            },
-            False,
+                "part": dict(part),
+            }
         )
-        script = self.script
-        if audio is None:
-            for chunk in _chunks(script.text or "", script.chunk_size):
-                self._text += chunk
-                yield (
-                    {"type": names.text_delta, **self._ref(), "content_index": 0, "delta": chunk},
-                    True,
-                )
-        else:
-            transcript = script.transcript if script.transcript is not None else script.text or ""
-            audio_chunks = [
-                audio[i : i + script.audio_chunk_size]
-                for i in range(0, len(audio), script.audio_chunk_size)
-            ]
-            text_chunks = _chunks(transcript, script.chunk_size)
-            for index in range(max(len(audio_chunks), len(text_chunks))):
-                if index < len(text_chunks):
-                    self._text += text_chunks[index]
-                    yield (
-                        {
-                            "type": names.transcript_delta,
-                            **self._ref(),
-                            "content_index": 0,
-                            "delta": text_chunks[index],
-                        },
-                        True,
-                    )
-                if index < len(audio_chunks):
-                    self._audio_bytes += len(audio_chunks[index])
-                    yield (
-                        {
-                            "type": names.audio_delta,
-                            **self._ref(),
-                            "content_index": 0,
-                            "delta": base64.b64encode(audio_chunks[index]).decode("ascii"),
-                        },
-                        True,
-                    )
-        for event in self._close_message("completed"):
+        return state, events
+
+    def _delta(self, state: _OpenItem, type: str, delta: str) -> Event:
+        return {
+            "type": type,
+            "response_id": self.response_id,
+            **self._ref(state),
+            "content_index": 0,
+            "delta": delta,
+        }
+
+    def _text_message(self, text: str) -> Iterator[tuple[Event, bool]]:
+        state, events = self._open_message({"type": "text", "text": ""})
+        for event in events:
+            yield event, False
+        for chunk in _chunks(text, self.script.chunk_size):
+            state.text += chunk
+            yield self._delta(state, self.names.text_delta, chunk), True
+        for event in self._close_message(state, "completed"):
             yield event, False
 
-    def _close_message(self, item_status: str) -> list[Event]:
+    def _audio_messages(self, audio: bytes) -> Iterator[tuple[Event, bool]]:
+        script = self.script
+        transcript = script.transcript if script.transcript is not None else script.text or ""
+        count = max(1, self.audio_items)
+        previous: _OpenItem | None = None
+        for index in range(count):
+            audio_piece = _share(audio, index, count)
+            text_piece = _share(transcript, index, count)
+            state, events = self._open_message({"type": "audio", "transcript": ""})
+            for event in events:
+                yield event, False
+            deltas = self._audio_deltas(state, audio_piece, text_piece)
+            if previous is not None:
+                # Newer models: this item's first deltas come before the previous item's done.
+                for event, is_delta in deltas:
+                    yield event, is_delta
+                    if event["type"] == self.names.audio_delta:
+                        break
+                for event in self._close_message(previous, "completed"):
+                    yield event, False
+                previous = None
+            yield from deltas
+            if self.overlap_audio_items and index < count - 1:
+                previous = state
+            else:
+                for event in self._close_message(state, "completed"):
+                    yield event, False
+
+    def _audio_deltas(
+        self, state: _OpenItem, audio: bytes, transcript: str
+    ) -> Iterator[tuple[Event, bool]]:
+        script = self.script
         names = self.names
-        assert self._item is not None
-        assert self._part is not None
-        ref = {**self._ref(), "content_index": 0}
+        audio_chunks = [
+            audio[i : i + script.audio_chunk_size]
+            for i in range(0, len(audio), script.audio_chunk_size)
+        ]
+        text_chunks = _chunks(transcript, script.chunk_size)
+        item_id = state.item["id"]
+        self.audio_ms.setdefault(item_id, 0)
+        item_bytes = 0
+        for index in range(max(len(audio_chunks), len(text_chunks))):
+            if index < len(text_chunks):
+                state.text += text_chunks[index]
+                yield self._delta(state, names.transcript_delta, text_chunks[index]), True
+            if index < len(audio_chunks):
+                chunk = audio_chunks[index]
+                self._audio_bytes += len(chunk)
+                item_bytes += len(chunk)
+                self.audio_ms[item_id] = self.audio_format.duration_ms(item_bytes)
+                encoded = base64.b64encode(chunk).decode("ascii")
+                yield self._delta(state, names.audio_delta, encoded), True
+
+    def _close_message(self, state: _OpenItem, item_status: str) -> list[Event]:
+        names = self.names
+        assert state.part is not None
+        ref = {"response_id": self.response_id, **self._ref(state), "content_index": 0}
         events: list[Event]
-        if self._part["type"] == "text":
-            events = [{"type": names.text_done, **ref, "text": self._text}]
-            part = {"type": "text", "text": self._text}
-            content = {"type": names.text_content, "text": self._text}
+        if state.part["type"] == "text":
+            events = [{"type": names.text_done, **ref, "text": state.text}]
+            part = {"type": "text", "text": state.text}
+            content = {"type": names.text_content, "text": state.text}
         else:
             events = [
                 {"type": names.audio_done, **ref},
-                {"type": names.transcript_done, **ref, "transcript": self._text},
+                {"type": names.transcript_done, **ref, "transcript": state.text},
             ]
-            part = {"type": "audio", "transcript": self._text}
-            content = {"type": names.audio_content, "transcript": self._text}
+            part = {"type": "audio", "transcript": state.text}
+            content = {"type": names.audio_content, "transcript": state.text}
         events.append({"type": "response.content_part.done", **ref, "part": part})
-        self._part = None
-        self._item["content"] = [content]
-        events.extend(self._close_item(item_status))
+        state.part = None
+        state.item["content"] = [content]
+        events.extend(self._close_item(state, item_status))
         return events
 
     def _function_call_events(
@@ -544,57 +563,68 @@ class ResponseStream:
             "call_id": call_id or self.ids.new("call"),
             "arguments": "",
         }
-        yield from self._open_item(item)
+        state, events = self._open_item(item)
+        for event in events:
+            yield event, False
         for chunk in _chunks(arguments, self.script.chunk_size):
             item["arguments"] += chunk
             yield (
                 {
                     "type": "response.function_call_arguments.delta",
-                    **self._ref(),
+                    "response_id": self.response_id,
+                    **self._ref(state),
                     "call_id": item["call_id"],
                     "delta": chunk,
                 },
                 True,
             )
-        for event in self._close_call("completed"):
+        for event in self._close_call(state, "completed"):
             yield event, False
 
-    def _close_call(self, item_status: str) -> list[Event]:
-        assert self._item is not None
-        item = self._item
+    def _close_call(self, state: _OpenItem, item_status: str) -> list[Event]:
+        item = state.item
         done: Event = {
             "type": "response.function_call_arguments.done",
-            **self._ref(),
+            "response_id": self.response_id,
+            **self._ref(state),
             "call_id": item["call_id"],
             "arguments": item["arguments"],
         }
         if self.dialect == "ga":
             done["name"] = item["name"]
-        return [done, *self._close_item(item_status)]
+        return [done, *self._close_item(state, item_status)]
 
-    def _close_item(self, item_status: str) -> list[Event]:
-        assert self._item is not None
-        item = self._item
+    def _close_item(self, state: _OpenItem, item_status: str) -> list[Event]:
+        item = state.item
         item["status"] = item_status
+        self._open.remove(state)
         events: list[Event] = [
             {
                 "type": "response.output_item.done",
                 "response_id": self.response_id,
-                "output_index": len(self.output) - 1,
+                "output_index": state.output_index,
                 "item": dict(item),
             }
         ]
         if self.in_band and self.dialect == "ga":
-            events.append(item_done_event(item, self._item_previous))
-        self._item = None
+            events.append(item_done_event(item, state.previous_item_id))
         return events
 
     def interrupt(self) -> list[Event]:
         """The events that close whatever is open, when the response stops early."""
-        if self._item is None:
-            return []
-        if self._item["type"] == "function_call":
-            return self._close_call("incomplete")
-        if self._part is not None:
-            return self._close_message("incomplete")
-        return self._close_item("incomplete")
+        events: list[Event] = []
+        for state in list(self._open):
+            if state.item["type"] == "function_call":
+                events += self._close_call(state, "incomplete")
+            elif state.part is not None:
+                events += self._close_message(state, "incomplete")
+            else:
+                events += self._close_item(state, "incomplete")
+        return events
+
+
+def _share(whole: _T, index: int, count: int) -> _T:
+    """The ``index``-th of ``count`` consecutive pieces of ``whole`` (the last takes the rest)."""
+    size = len(whole) // count
+    end = len(whole) if index == count - 1 else (index + 1) * size
+    return whole[index * size : end]

@@ -42,13 +42,14 @@ class RawClient:
         assert event.get("type") == type, f"expected {type!r}, got {event!r}"
         return event
 
-    async def recv_until(self, type: str) -> list[dict[str, Any]]:
-        """Every event up to and including the next one of ``type``."""
+    async def recv_until(self, type: str, *others: str) -> list[dict[str, Any]]:
+        """Every event up to and including the next one of ``type`` (or of ``others``)."""
+        wanted = {type, *others}
         events: list[dict[str, Any]] = []
         while True:
             event = await self.recv()
             events.append(event)
-            if event.get("type") == type:
+            if event.get("type") in wanted:
                 return events
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 
+from ._audio import PCM16, AudioFormat
+
 DEFAULT_TEXT = "Hello from the fake server."
 _SAY_EXACTLY = re.compile(r"\s*say exactly:\s*(?P<text>.+?)\s*$", re.IGNORECASE | re.DOTALL)
-#: Bytes of PCM16 (24 kHz mono) the default script produces per character of transcript.
-_AUDIO_BYTES_PER_CHAR = 480
+#: Milliseconds of audio the default script produces per character of transcript.
+_AUDIO_MS_PER_CHAR = 10
 
 
 @attrs.frozen
@@ -51,53 +53,106 @@ class Script:
 ScriptFactory = Callable[[Mapping[str, Any]], Script]
 
 
+def _keys(value: Iterable[str] | None) -> frozenset[str] | None:
+    return None if value is None else frozenset(value)
+
+
 @attrs.define
 class Behavior:
     """Mutable knobs, read at the moment they matter: tests may change them at any time.
 
-    - ``auto_finish``: False keeps responses active after ``response.created`` (no output, no
-      ``response.done``) until ``FakeRealtimeServer.finish_response()``.
-    - ``created_delay``: seconds between receiving ``response.create`` and ``response.created``.
-      The response holds the conversation from the moment it is received, but it cannot be
-      cancelled before ``response.created`` (a cancel then finds nothing active).
-    - ``delta_delay``: seconds after each streamed delta.
-    - ``withhold_created``: responses the client requests run on the server (they hold the
-      conversation and finish as usual) but none of their events is sent.
-    - ``withhold_done``: output is streamed, then the response stays active without
-      ``response.done`` until ``finish_response()`` (or a cancel).
-    - ``cancel_delay``: seconds between a cancel (client ``response.cancel`` or an interrupting
-      ``start_response``) and the ``response.done`` it causes; the response keeps the
-      conversation meanwhile, as on the real server.
-    - ``ignore_cancel``: ``response.cancel`` is counted and otherwise ignored.
-    - ``null_error_event_id``: errors carry ``error.event_id = null``.
-    - ``legacy_conflict_error``: the one-active rejection has the old shape (code null, bare
-      message).
-    - ``send_rate_limits``: send ``rate_limits.updated`` after each ``response.created``.
-    - ``script``: given the ``response`` body of ``response.create`` (``{}`` if absent), returns
-      the Script; None uses ``default_script``.
+    The defaults make a well-behaved service that accepts any key (or none); each knob
+    turns on one quirk or fault of the real one.
     """
 
     auto_finish: bool = True
+    """False keeps responses active after ``response.created`` (no output, no
+    ``response.done``) until ``finish_response()``.
+    """
     created_delay: float = 0.0
+    """Seconds between receiving ``response.create`` and ``response.created``. The response
+    holds the conversation from the moment it is received, but it cannot be cancelled
+    before ``response.created`` (a cancel then finds nothing active), as on the service.
+    """
     delta_delay: float = 0.0
+    """Seconds after each streamed delta."""
     withhold_created: bool = False
+    """Responses the client requests run on the server (they hold the conversation and
+    finish as usual) but none of their events is sent.
+    """
     withhold_done: bool = False
+    """Output is streamed, then the response stays active without ``response.done`` until
+    ``finish_response()`` (or a cancel).
+    """
     cancel_delay: float = 0.0
+    """Seconds between a cancel (client ``response.cancel`` or an interrupting
+    ``start_response``) and the ``response.done`` it causes; the response keeps the
+    conversation meanwhile, as on the service.
+    """
     ignore_cancel: bool = False
+    """``response.cancel`` is counted and otherwise ignored."""
     null_error_event_id: bool = False
+    """Errors carry ``error.event_id = null`` instead of the client event's id."""
     legacy_conflict_error: bool = False
+    """The one-active rejection has the old shape (code null, bare message)."""
     send_rate_limits: bool = True
+    """Send ``rate_limits.updated`` after each ``response.created``."""
     script: ScriptFactory | None = None
+    """Given the ``response`` body of ``response.create`` (``{}`` if absent), returns the
+    Script; None uses ``default_script`` (which follows the session's modalities and output
+    audio format). Audio given in a Script is sent as is: make it the session's format.
+    """
+    accepted_api_keys: frozenset[str] | None = attrs.field(default=None, converter=_keys)
+    """Keys the service knows; None accepts any key and no key at all. A key outside the
+    set (or no key) is refused: on the OpenAI path an ``error`` (``invalid_api_key``; code
+    null for a missing key) then a close with code 3000; on the Azure paths the handshake
+    is refused with HTTP 401. Keys come from ``Authorization: Bearer`` or ``api-key``.
+    """
+    invalid_api_keys: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
+    """Keys refused as above, whatever ``accepted_api_keys`` says (e.g. a revoked key)."""
+    session_duration: float | None = None
+    """Seconds a session lasts; None: forever. At the end: the ``session_expired`` error
+    ("Your session hit the maximum duration of N minutes."), then a close with code 1001
+    and that sentence. ``session.created.session.expires_at`` says when (the service
+    allows 60 minutes on OpenAI, 30 on Azure).
+    """
+    drop_after: float | None = None
+    """Seconds after which each connection is dropped without a closing handshake (the
+    client sees 1006, as Azure users report); None: never. ``abort()`` does it at once.
+    """
+    omit_response_created: bool = False
+    """Responses send everything but ``response.created``: the client sees a
+    ``response.done`` for a response it never saw created (seen during interruptions).
+    """
+    interrupted_status: str = attrs.field(
+        default="cancelled", validator=attrs.validators.in_(("cancelled", "incomplete"))
+    )
+    """The status of a response interrupted by the user (``start_response(interrupt=True)``):
+    ``"cancelled"`` as documented, or ``"incomplete"`` (seen once), both with reason
+    ``turn_detected``.
+    """
+    audio_items: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    """Audio messages are split into this many assistant items in one response, as newer
+    models (``gpt-realtime-2``) do.
+    """
+    overlap_audio_items: bool = False
+    """With ``audio_items`` > 1: each next item opens and streams its first deltas before the
+    previous item's ``*.done`` events (seen with newer models).
+    """
 
 
 def default_script(
-    body: Mapping[str, Any], session_modalities: tuple[str, ...] = ("text",)
+    body: Mapping[str, Any],
+    session_modalities: tuple[str, ...] = ("text",),
+    *,
+    audio_format: AudioFormat = PCM16,
 ) -> Script:
     """The Script used when ``Behavior.script`` is None.
 
     The text is ``DEFAULT_TEXT``, or X when the body's ``instructions`` read "Say exactly: X".
-    The output is audio (silence, with the text as transcript) when the requested modalities
-    (``output_modalities`` / ``modalities``, else the session's) include ``audio``.
+    The output is audio (silence in ``audio_format``, 10 ms a character, with the text as
+    transcript) when the requested modalities (``output_modalities`` / ``modalities``, else
+    the session's) include ``audio``.
     """
     text = DEFAULT_TEXT
     instructions = body.get("instructions")
@@ -105,5 +160,6 @@ def default_script(
         text = match["text"]
     modalities = body.get("output_modalities") or body.get("modalities") or session_modalities
     if isinstance(modalities, list | tuple) and "audio" in modalities:
-        return Script(text=None, audio=bytes(_AUDIO_BYTES_PER_CHAR * len(text)), transcript=text)
+        audio = audio_format.silence_of(_AUDIO_MS_PER_CHAR * len(text))
+        return Script(text=None, audio=audio, transcript=text)
     return Script(text=text)

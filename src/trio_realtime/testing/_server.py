@@ -1,11 +1,13 @@
 """A fake OpenAI Realtime server on 127.0.0.1, for tests: the real protocol over a real
 WebSocket, scripted responses, and knobs (``Behavior``) for the server's quirks and faults.
 
-Shape: ``open_fake_server()`` owns a nursery running the trio-websocket listener. Each accepted
-WebSocket is a ``FakeConnection`` (one conversation) with its own nursery: one reader task that
-handles client events, one writer task that owns ``send_message``, and one task per response.
-Every send goes through an unbounded channel to the writer, synchronously, so a response task
-can be cancelled at any ``await`` without ever leaving half an event behind.
+The service's rules live in ``_model.py`` (plain data, no I/O); this module is the Trio shell
+around them. Shape: ``open_fake_server()`` owns a nursery running the trio-websocket listener.
+Each accepted WebSocket is a ``FakeConnection`` (one conversation) with its own nursery: one
+reader task that hands client events to the model and sends what it answers, one writer task
+that owns ``send_message``, one task per response, and timers (session expiry, drops, idle
+timeout). Every send goes through an unbounded channel to the writer, synchronously, so a
+response task can be cancelled at any ``await`` without ever leaving half an event behind.
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
+from .._util import unwrap_lone_exception
+from . import _model as rules
 from . import _protocol as proto
+from ._audio import AudioFormat
 from ._ids import IdFactory
+from ._model import ConnectionModel, Rejection
 from ._protocol import Dialect, Event, ResponseStream
 from ._script import Behavior, Script, default_script
 
@@ -39,6 +45,8 @@ _MAX_MESSAGE_SIZE = 16 * 2**20
 _CLOSE_TIMEOUT = 2.0
 #: Response statuses ``finish_response`` accepts.
 _FINAL_STATUSES = frozenset({"completed", "cancelled", "failed", "incomplete"})
+#: ``expires_at`` of a session without ``Behavior.session_duration`` (OpenAI's 60 minutes).
+_DEFAULT_SESSION_SECONDS = 3600
 
 
 @attrs.frozen
@@ -49,7 +57,8 @@ class ServerStatistics:
     withheld); ``responses_done_by_status`` counts responses that ended, by final status.
     ``max_in_band_active`` is the most in-band responses ever active at once in one
     conversation (the protocol allows 1); ``max_out_of_band_active`` likewise for
-    ``conversation: "none"`` responses.
+    ``conversation: "none"`` responses. ``connections_refused`` counts handshakes refused
+    (wrong path, or a key refused on an Azure path); ``connections`` counts the accepted ones.
     """
 
     connections: int
@@ -61,6 +70,7 @@ class ServerStatistics:
     cancels_received: int
     max_in_band_active: int
     max_out_of_band_active: int
+    connections_refused: int = 0
 
 
 @attrs.frozen
@@ -79,6 +89,8 @@ _Outgoing = str | bytes | _Close | _Abort
 
 @attrs.define(eq=False)
 class _Response:
+    """The Trio side of one response: its task's controls. Its rules are in the model."""
+
     id: str
     in_band: bool
     script: Script
@@ -87,23 +99,19 @@ class _Response:
     #: withhold_created: run on the server, send nothing.
     silent: bool
     modalities: list[str]
-    created: bool = False
-    finished: bool = False
+    voice: Any
+    audio_format: AudioFormat
     cancel_reason: str | None = None
     finish_status: str | None = None
     cancel_scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     finish_requested: trio.Event = attrs.Factory(trio.Event)
     done: trio.Event = attrs.Factory(trio.Event)
 
-    @property
-    def active(self) -> bool:
-        """Created, not finished, not being cancelled: what ``response.cancel`` can find."""
-        return self.created and not self.finished and self.cancel_reason is None
-
 
 @attrs.define(eq=False)
 class _Stats:
     connections: int = 0
+    connections_refused: int = 0
     responses_created: int = 0
     done_by_status: Counter[str] = attrs.Factory(Counter)
     server_started: int = 0
@@ -132,6 +140,19 @@ class _Notifier:
 
 
 @attrs.define(eq=False)
+class _Shared:
+    """What a server shares with its connections (instead of its private members)."""
+
+    dialect: Dialect
+    model: str
+    behavior: Callable[[], Behavior]
+    received: list[dict[str, Any]]
+    ids: IdFactory = attrs.Factory(IdFactory)
+    stats: _Stats = attrs.Factory(_Stats)
+    notifier: _Notifier = attrs.Factory(_Notifier)
+
+
+@attrs.define(eq=False)
 class FakeConnection:
     """One accepted WebSocket: one conversation. Created by the server, never by users.
 
@@ -140,55 +161,80 @@ class FakeConnection:
     ``request_path`` and ``request_headers`` are those of the opening handshake.
     """
 
-    _server: FakeRealtimeServer
+    _shared: _Shared
     _ws: WebSocketConnection
     request_path: str
     request_headers: list[tuple[bytes, bytes]]
+    _refusal: rules.SessionRefusal | None = None
     received: list[dict[str, Any]] = attrs.field(factory=list, init=False)
     sent: list[dict[str, Any]] = attrs.field(factory=list, init=False)
     conversation_id: str = attrs.field(default="", init=False)
-    session: dict[str, Any] = attrs.field(factory=dict, init=False)
+    _model: ConnectionModel | None = attrs.field(default=None, init=False)
     _responses: dict[str, _Response] = attrs.field(factory=dict, init=False)
-    _in_band: _Response | None = attrs.field(default=None, init=False)
-    _out_of_band: set[_Response] = attrs.field(factory=set, init=False)
-    _items: list[str] = attrs.field(factory=list, init=False)
-    _audio_buffer_bytes: int = attrs.field(default=0, init=False)
     _send_channel: trio.MemorySendChannel[_Outgoing] | None = attrs.field(default=None, init=False)
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     _reading: trio.Event = attrs.field(factory=trio.Event, init=False)
     _closed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: Replaced on everything that restarts the idle timeout.
+    _activity: trio.Event = attrs.field(factory=trio.Event, init=False)
     #: Set when the reader has stopped: no new response may start from then on.
     _ending: bool = attrs.field(default=False, init=False)
 
     @property
     def dialect(self) -> Dialect:
-        return self._server.dialect
+        return self._shared.dialect
 
     @property
     def is_open(self) -> bool:
         return not self._closed.is_set()
 
+    @property
+    def session(self) -> dict[str, Any]:
+        """The session configuration as the server holds it (what ``session.updated`` says)."""
+        return {} if self._model is None else self._model.session.value
+
+    @property
+    def _behavior(self) -> Behavior:
+        return self._shared.behavior()
+
+    @property
+    def _state(self) -> ConnectionModel:
+        assert self._model is not None, "the connection has not started"
+        return self._model
+
     # -- public: observing ------------------------------------------------------------
 
     def active_response_ids(self) -> list[str]:
         """Ids of this conversation's responses that were created and are not done."""
-        return [r.id for r in self._responses.values() if r.created and not r.finished]
+        if self._model is None:
+            return []
+        return [rid for rid in self._responses if rid in self._model.slots.created]
+
+    def response_ids(self) -> list[str]:
+        """Ids of every response of this conversation, done or not, in start order."""
+        return list(self._responses)
+
+    def item_ids(self) -> list[str]:
+        """Ids of the conversation's items, in order (deleted ones left out)."""
+        return [] if self._model is None else list(self._model.conversation.items)
 
     def sent_types(self) -> list[str]:
         return [str(event.get("type")) for event in self.sent]
 
     async def wait_for_client_event(self, type: str, *, count: int = 1) -> dict[str, Any]:
         """Wait until ``count`` client events of ``type`` arrived on this connection; return
-        the ``count``-th. Cancel-safe."""
-        await self._server._notifier.wait_until(
+        the ``count``-th. Cancel-safe. Raises ``trio.BrokenResourceError`` if the connection
+        ends first."""
+        await self._shared.notifier.wait_until(
             lambda: _count(self.received, type) >= count or self._closed.is_set()
         )
         return _nth(self.received, type, count)
 
     async def wait_for_server_event(self, type: str, *, count: int = 1) -> dict[str, Any]:
         """Wait until ``count`` server events of ``type`` were queued on this connection; return
-        the ``count``-th. Cancel-safe."""
-        await self._server._notifier.wait_until(
+        the ``count``-th. Cancel-safe. Raises ``trio.BrokenResourceError`` if the connection
+        ends first."""
+        await self._shared.notifier.wait_until(
             lambda: _count(self.sent, type) >= count or self._closed.is_set()
         )
         return _nth(self.sent, type, count)
@@ -217,7 +263,7 @@ class FakeConnection:
 
     async def abort(self) -> None:
         """Drop the TCP connection at once, without a closing handshake (queued events are
-        sent first). Waits until the connection has ended."""
+        sent first; the client sees 1006). Waits until the connection has ended."""
         self._push(_Abort())
         await self._closed.wait()
 
@@ -226,24 +272,38 @@ class FakeConnection:
         self._reading = trio.Event()
 
     def resume_reading(self) -> None:
+        """Read client frames again, starting with those that piled up."""
         self._reading.set()
 
     async def start_response(
-        self, script: Script | None = None, *, interrupt: bool = False, vad_events: bool = True
+        self,
+        script: Script | None = None,
+        *,
+        interrupt: bool = False,
+        vad_events: bool = True,
+        idle_timeout: bool = False,
     ) -> str:
         """Start an in-band response as voice activity detection does (no metadata).
 
         With ``vad_events``, first send ``input_audio_buffer.speech_started``; if an in-band
-        response is active, cancel it when ``interrupt`` (``response.done`` cancelled,
-        reason ``turn_detected``); then wait until the conversation is free, send
-        ``speech_stopped``, ``committed`` and the user item, and start the response.
-        Returns the new response id once it holds the conversation (not waiting for
+        response is active, cancel it when ``interrupt`` (``response.done`` with
+        ``Behavior.interrupted_status``, reason ``turn_detected``); then wait until the
+        conversation is free, send ``speech_stopped``, ``committed`` and the user item, and
+        start the response. With ``idle_timeout`` instead: wait until the conversation is
+        free, send ``input_audio_buffer.timeout_triggered``, ``committed`` and the user item,
+        and start the response (what the service does after ``idle_timeout_ms`` of silence;
+        GA only). Returns the new response id once it holds the conversation (not waiting for
         ``response.created`` to be sent). Raises ``trio.BrokenResourceError`` if the
         connection ends first.
         """
-        ids = self._server._ids
-        item_id = ids.new("item")
-        if vad_events:
+        if idle_timeout and self.dialect != "ga":
+            raise ValueError("the beta protocol has no idle timeout")
+        if self._model is None or self._ending:
+            raise trio.BrokenResourceError("the connection has ended")
+        slots = self._model.slots
+        item_id = self._shared.ids.new("item")
+        speech = vad_events and not idle_timeout
+        if speech:
             self._emit(
                 {
                     "type": "input_audio_buffer.speech_started",
@@ -251,13 +311,22 @@ class FakeConnection:
                     "item_id": item_id,
                 }
             )
-        if interrupt and self._in_band is not None and self._in_band.cancel_reason is None:
-            self._cancel(self._in_band, "turn_detected")
-        while self._in_band is not None:
-            await self._in_band.done.wait()
+        if interrupt and (cancel := self._model.interrupt()) is not None:
+            self._cancel(cancel)
+        while slots.in_band is not None:
+            await self._responses[slots.in_band].done.wait()
         if self._ending:
             raise trio.BrokenResourceError("the connection has ended")
-        if vad_events:
+        if idle_timeout:
+            self._emit(
+                {
+                    "type": "input_audio_buffer.timeout_triggered",
+                    "audio_start_ms": 2000,
+                    "audio_end_ms": 2000 + (self._model.session.idle_timeout_ms or 0),
+                    "item_id": item_id,
+                }
+            )
+        elif speech:
             self._emit(
                 {
                     "type": "input_audio_buffer.speech_stopped",
@@ -265,15 +334,19 @@ class FakeConnection:
                     "item_id": item_id,
                 }
             )
-            self._add_user_audio_item(item_id)
-        if script is None:
-            script = self._server._script_for(
-                {}, proto.session_modalities(self.dialect, self.session)
-            )
+        if speech or idle_timeout:
+            for event in self._model.commit_user_audio(item_id):
+                self._emit(event)
         response = self._begin_response(
-            script, metadata=None, in_band=True, server_started=True, silent=False
+            self._model.start_server_response(),
+            {},
+            script=script,
+            metadata=None,
+            in_band=True,
+            server_started=True,
+            silent=False,
         )
-        self._server._stats.server_started += 1
+        self._shared.stats.server_started += 1
         await trio.lowlevel.checkpoint()
         return response.id
 
@@ -288,14 +361,14 @@ class FakeConnection:
         if status not in _FINAL_STATUSES:
             raise ValueError(f"not a final response status: {status!r}")
         if response_id is None:
-            response = self._in_band
-            if response is None:
+            in_band = None if self._model is None else self._model.slots.in_band
+            if in_band is None:
                 raise LookupError("no in-band response is active")
-        else:
-            try:
-                response = self._responses[response_id]
-            except KeyError:
-                raise LookupError(f"unknown response {response_id!r}") from None
+            response_id = in_band
+        try:
+            response = self._responses[response_id]
+        except KeyError:
+            raise LookupError(f"unknown response {response_id!r}") from None
         if response.finish_status is None:
             response.finish_status = status
         response.finish_requested.set()
@@ -316,25 +389,26 @@ class FakeConnection:
             return
         data = json.dumps(event)
         self.sent.append(json.loads(data))
-        self._server._notifier.notify()
+        self._shared.notifier.notify()
         self._push(data)
 
     def _emit(self, event: Event) -> None:
         """Queue a server event with a fresh ``event_id``."""
         self._push_event(
-            {"type": event["type"], "event_id": self._server._ids.new("event"), **event}
+            {"type": event["type"], "event_id": self._shared.ids.new("event"), **event}
         )
 
-    def _error(
-        self, code: str | None, message: str, cause: Mapping[str, Any] | None, **kw: Any
-    ) -> None:
+    def _reject(self, rejection: Rejection, cause: Mapping[str, Any] | None) -> None:
+        """Answer the client event ``cause`` with an error."""
         client_event_id = None
-        if cause is not None and not self._server.behavior.null_error_event_id:
-            value = cause.get("event_id")
-            client_event_id = value if isinstance(value, str) else None
-        self._emit(
-            proto.error_event(code=code, message=message, client_event_id=client_event_id, **kw)
-        )
+        if cause is not None and not self._behavior.null_error_event_id:
+            client_event_id = _event_id(cause)
+        self._emit(rejection.event(client_event_id))
+
+    def _poke(self) -> None:
+        """Something happened: the idle timeout starts again."""
+        self._activity.set()
+        self._activity = trio.Event()
 
     # -- tasks ---------------------------------------------------------------------------
 
@@ -347,6 +421,13 @@ class FakeConnection:
                 self._nursery = nursery
                 nursery.start_soon(self._writer, receive_channel)
                 self._greet()
+                behavior = self._behavior
+                if self._refusal is None:
+                    if behavior.session_duration is not None:
+                        nursery.start_soon(self._expire, behavior.session_duration)
+                    if behavior.drop_after is not None:
+                        nursery.start_soon(self._drop, behavior.drop_after)
+                    nursery.start_soon(self._watch_idle)
                 try:
                     await self._reader()
                 finally:
@@ -356,7 +437,7 @@ class FakeConnection:
             self._ending = True
             self._closed.set()
             send_channel.close()
-            self._server._notifier.notify()
+            self._shared.notifier.notify()
             logger.debug("connection %s ended", self.conversation_id)
 
     async def _writer(self, receive_channel: trio.MemoryReceiveChannel[_Outgoing]) -> None:
@@ -387,17 +468,51 @@ class FakeConnection:
             await self._reading.wait()
             self._handle_message(message)
 
+    async def _expire(self, duration: float) -> None:
+        await trio.sleep(duration)
+        logger.debug("session %s expired", self.conversation_id)
+        self._emit(rules.expiry_error(duration).event(None))
+        self._push(_Close(rules.EXPIRY_CLOSE_CODE, rules.expiry_message(duration)))
+
+    async def _drop(self, delay: float) -> None:
+        await trio.sleep(delay)
+        logger.debug("dropping connection %s", self.conversation_id)
+        self._push(_Abort())
+
+    async def _watch_idle(self) -> None:
+        """Start a response after ``idle_timeout_ms`` of an idle conversation."""
+        while True:
+            activity = self._activity
+            timeout = self._state.session.idle_timeout_ms
+            if timeout is None or self._state.slots.in_band is not None:
+                await activity.wait()
+                continue
+            with trio.move_on_after(timeout / 1000):
+                await activity.wait()
+                continue
+            try:
+                await self.start_response(idle_timeout=True)
+            except trio.BrokenResourceError:
+                return
+
     # -- client events -------------------------------------------------------------------
 
     def _greet(self) -> None:
-        ids = self._server._ids
+        ids = self._shared.ids
         self.conversation_id = ids.new("conv")
-        self.session = proto.session_object(
+        duration = self._behavior.session_duration
+        seconds = _DEFAULT_SESSION_SECONDS if duration is None else math.ceil(duration)
+        self._model = ConnectionModel.new(
             self.dialect,
-            session_id=ids.new("sess"),
-            model=self._server.model,
-            expires_at=int(time.time()) + 3600,
+            ids=ids,
+            model=self._shared.model,
+            expires_at=int(time.time()) + seconds,
         )
+        if self._refusal is not None:
+            logger.debug("refusing the session: %s", self._refusal.error.code)
+            self._emit(self._refusal.error.event(None))
+            self._push(_Close(self._refusal.close_code, self._refusal.close_reason))
+            return
         self._emit({"type": "session.created", "session": self.session})
         if self.dialect == "beta":
             self._emit(
@@ -412,196 +527,94 @@ class FakeConnection:
             event = json.loads(message)
         except (ValueError, UnicodeDecodeError) as exc:
             logger.debug("invalid JSON from the client: %s", exc)
-            self._error("invalid_json", f"The server failed to parse the event: {exc}", None)
+            self._reject(rules.invalid_json(f"The server failed to parse the event: {exc}"), None)
             return
         if not isinstance(event, dict):
-            self._error("invalid_json", "The event must be a JSON object.", None)
+            self._reject(rules.invalid_json("The event must be a JSON object."), None)
             return
         self.received.append(event)
-        self._server.received.append(event)
-        self._server._notifier.notify()
+        self._shared.received.append(event)
+        self._shared.notifier.notify()
+        if self._refusal is not None:
+            return  # the session is being closed: nothing more is served
         kind = event.get("type")
-        handler = self._handlers().get(kind) if isinstance(kind, str) else None
-        if handler is None:
-            supported = ", ".join(f"'{name}'" for name in proto.CLIENT_EVENT_TYPES)
-            self._error(
-                "invalid_event",
-                f"Invalid value: '{kind}'. Supported values are: {supported}.",
-                event,
-                param="type",
+        if kind == "response.cancel":
+            self._shared.stats.cancels_received += 1
+        for action in self._state.receive(event, self._behavior):
+            self._act(action, event)
+        if kind == "session.update":
+            self._poke()  # the idle timeout starts again, with the new setting
+
+    def _act(self, action: rules.Action, cause: Mapping[str, Any]) -> None:
+        """Do what the model said a client event (``cause``) calls for."""
+        if isinstance(action, rules.Send):
+            self._emit(action.event)
+        elif isinstance(action, rules.Refuse):
+            if action.conflict:
+                self._shared.stats.rejections_sent += 1
+            self._reject(action.rejection, cause)
+        elif isinstance(action, rules.StartResponse):
+            self._begin_response(
+                action.response_id,
+                action.body,
+                script=None,
+                metadata=action.metadata,
+                in_band=action.in_band,
+                server_started=False,
+                silent=self._behavior.withhold_created,
             )
-            return
-        handler(event)
-
-    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
-        return {
-            "session.update": self._on_session_update,
-            "input_audio_buffer.append": self._on_audio_append,
-            "input_audio_buffer.commit": self._on_audio_commit,
-            "input_audio_buffer.clear": self._on_audio_clear,
-            "conversation.item.create": self._on_item_create,
-            "conversation.item.delete": self._on_item_delete,
-            "conversation.item.retrieve": _ignore,
-            "conversation.item.truncate": _ignore,
-            "output_audio_buffer.clear": _ignore,
-            "response.create": self._on_response_create,
-            "response.cancel": self._on_response_cancel,
-        }
-
-    def _on_session_update(self, event: dict[str, Any]) -> None:
-        update = event.get("session")
-        if not isinstance(update, dict):
-            self._error(
-                "missing_required_parameter",
-                "Missing required parameter: 'session'.",
-                event,
-                param="session",
-            )
-            return
-        self.session = proto.update_session(self.session, update)
-        self._emit({"type": "session.updated", "session": self.session})
-
-    def _on_audio_append(self, event: dict[str, Any]) -> None:
-        audio = event.get("audio")
-        if isinstance(audio, str):
-            self._audio_buffer_bytes += len(audio) * 3 // 4
-
-    def _on_audio_commit(self, event: dict[str, Any]) -> None:
-        if self._audio_buffer_bytes == 0:
-            self._error(
-                proto.COMMIT_EMPTY_CODE,
-                "Error committing input audio buffer: buffer too small. Expected at least 100ms "
-                "of audio, but buffer only has 0.00ms of audio.",
-                event,
-            )
-            return
-        self._add_user_audio_item(self._server._ids.new("item"))
-
-    def _add_user_audio_item(self, item_id: str) -> None:
-        self._audio_buffer_bytes = 0
-        previous = self._items[-1] if self._items else None
-        self._emit(
-            {
-                "type": "input_audio_buffer.committed",
-                "previous_item_id": previous,
-                "item_id": item_id,
-            }
-        )
-        self._add_item(proto.user_audio_item(item_id))
-
-    def _add_item(self, item: dict[str, Any]) -> None:
-        previous = self._items[-1] if self._items else None
-        self._items.append(item["id"])
-        for added in proto.item_added_events(self.dialect, item, previous, done=True):
-            self._emit(added)
-
-    def _on_audio_clear(self, event: dict[str, Any]) -> None:
-        self._audio_buffer_bytes = 0
-        self._emit({"type": "input_audio_buffer.cleared"})
-
-    def _on_item_create(self, event: dict[str, Any]) -> None:
-        item = event.get("item")
-        if not isinstance(item, dict) or "type" not in item:
-            self._error(
-                "missing_required_parameter",
-                "Missing required parameter: 'item.type'.",
-                event,
-                param="item.type",
-            )
-            return
-        self._add_item(proto.client_item(item, self._server._ids.new("item")))
-
-    def _on_item_delete(self, event: dict[str, Any]) -> None:
-        item_id = event.get("item_id")
-        if item_id not in self._items:
-            self._error(
-                "item_not_found", f"Item with item_id not found: {item_id}", event, param="item_id"
-            )
-            return
-        self._items.remove(item_id)
-        self._emit({"type": "conversation.item.deleted", "item_id": item_id})
-
-    def _on_response_create(self, event: dict[str, Any]) -> None:
-        body = event.get("response", {})
-        if not isinstance(body, dict):
-            self._error(
-                "invalid_type",
-                "Invalid type for 'response': expected an object.",
-                event,
-                param="response",
-            )
-            return
-        in_band = body.get("conversation") != "none"
-        behavior = self._server.behavior
-        if in_band and self._in_band is not None:
-            self._server._stats.rejections_sent += 1
-            self._emit(
-                proto.conflict_error(
-                    active_response_id=self._in_band.id,
-                    client_event_id=None if behavior.null_error_event_id else _event_id(event),
-                    legacy=behavior.legacy_conflict_error,
-                )
-            )
-            return
-        metadata = body.get("metadata")
-        self._begin_response(
-            self._server._script_for(body, proto.session_modalities(self.dialect, self.session)),
-            metadata=metadata if isinstance(metadata, dict) else None,
-            in_band=in_band,
-            server_started=False,
-            silent=behavior.withhold_created,
-        )
-
-    def _on_response_cancel(self, event: dict[str, Any]) -> None:
-        self._server._stats.cancels_received += 1
-        if self._server.behavior.ignore_cancel:
-            return
-        response_id = event.get("response_id")
-        target: _Response | None
-        if response_id:
-            target = self._responses.get(response_id) if isinstance(response_id, str) else None
         else:
-            target = self._in_band
-        if target is None or not target.active:
-            self._error(proto.CANCEL_NOT_ACTIVE_CODE, proto.CANCEL_NOT_ACTIVE_MESSAGE, event)
-            return
-        self._cancel(target, "client_cancelled")
+            self._cancel(action)
 
     # -- responses -----------------------------------------------------------------------
 
-    def _cancel(self, response: _Response, reason: str) -> None:
-        response.cancel_reason = reason
+    def _cancel(self, cancel: rules.CancelResponse) -> None:
+        response = self._responses[cancel.response_id]
+        response.cancel_reason = cancel.reason
         response.cancel_scope.cancel()
+
+    def _script_for(self, body: Mapping[str, Any], audio_format: AudioFormat) -> Script:
+        factory = self._behavior.script
+        if factory is not None:
+            return factory(body)
+        return default_script(
+            body, self._state.session.output_modalities, audio_format=audio_format
+        )
 
     def _begin_response(
         self,
-        script: Script,
+        response_id: str,
+        body: Mapping[str, Any],
         *,
+        script: Script | None,
         metadata: Mapping[str, Any] | None,
         in_band: bool,
         server_started: bool,
         silent: bool,
     ) -> _Response:
-        """Take the conversation (in-band) and start the response task. Synchronous, so the
-        check for an active response and taking the slot cannot be separated."""
-        stats = self._server._stats
+        """Start the task of a response that holds its slot in the model already."""
+        stats = self._shared.stats
+        voice, audio_format = self._state.session.response_audio(body)
+        if script is None:
+            script = self._script_for(body, audio_format)
         response = _Response(
-            id=self._server._ids.new("resp"),
+            id=response_id,
             in_band=in_band,
             script=script,
             metadata=metadata,
             server_started=server_started,
             silent=silent,
             modalities=["audio"] if script.audio is not None else ["text"],
+            voice=voice,
+            audio_format=audio_format,
         )
+        slots = self._state.slots
         self._responses[response.id] = response
         if in_band:
-            self._in_band = response
-            active = sum(1 for r in self._responses.values() if r.in_band and not r.finished)
-            stats.max_in_band_active = max(stats.max_in_band_active, active)
+            stats.max_in_band_active = max(stats.max_in_band_active, 1)
         else:
-            self._out_of_band.add(response)
-            stats.max_out_of_band_active = max(stats.max_out_of_band_active, len(self._out_of_band))
+            stats.max_out_of_band_active = max(stats.max_out_of_band_active, len(slots.out_of_band))
+        self._poke()
         assert self._nursery is not None
         self._nursery.start_soon(self._run_response, response, name=f"response {response.id}")
         return response
@@ -618,61 +631,70 @@ class FakeConnection:
             conversation_id=self.conversation_id if response.in_band else None,
             metadata=response.metadata,
             modalities=response.modalities,
+            voice=response.voice,
+            audio_format=response.audio_format,
             **kw,
         )
 
     async def _run_response(self, response: _Response) -> None:
-        server = self._server
+        state = self._state
+        behavior = self._behavior
         stream = ResponseStream(
             dialect=self.dialect,
             response_id=response.id,
             script=response.script,
-            ids=server._ids,
+            ids=self._shared.ids,
             in_band=response.in_band,
-            previous_item_id=self._items[-1] if self._items else None,
+            previous_item_id=state.conversation.last_id,
+            audio_format=response.audio_format,
+            audio_items=behavior.audio_items,
+            overlap_audio_items=behavior.overlap_audio_items,
         )
+        stats = self._shared.stats
         try:
             with response.cancel_scope:
-                delay = server.behavior.created_delay
+                delay = behavior.created_delay
                 if not response.server_started and delay > 0:
                     # Not created yet: response.cancel finds nothing active meanwhile.
                     await trio.sleep(delay)
-                response.created = True
-                server._stats.responses_created += 1
-                self._emit_for(
-                    response,
-                    {
-                        "type": "response.created",
-                        "response": self._response_object(response, "in_progress"),
-                    },
-                )
-                if server.behavior.send_rate_limits:
+                state.slots.mark_created(response.id)
+                stats.responses_created += 1
+                if not self._behavior.omit_response_created:
+                    self._emit_for(
+                        response,
+                        {
+                            "type": "response.created",
+                            "response": self._response_object(response, "in_progress"),
+                        },
+                    )
+                if self._behavior.send_rate_limits:
                     self._emit_for(response, proto.rate_limits_event())
-                if not server.behavior.auto_finish:
+                if not self._behavior.auto_finish:
                     await response.finish_requested.wait()
                 for event, is_delta in stream.events():
                     self._emit_for(response, event)
-                    if is_delta and server.behavior.delta_delay > 0:
-                        await trio.sleep(server.behavior.delta_delay)
-                self._items.extend(stream.new_item_ids)
-                stream.new_item_ids.clear()
-                if server.behavior.withhold_done and not response.finish_requested.is_set():
+                    state.conversation.take_from(stream)
+                    if is_delta and self._behavior.delta_delay > 0:
+                        await trio.sleep(self._behavior.delta_delay)
+                if self._behavior.withhold_done and not response.finish_requested.is_set():
                     await response.finish_requested.wait()
             if response.cancel_reason is not None:
                 # Cancelling takes the server a moment; the response holds the conversation
                 # until its response.done.
-                if server.behavior.cancel_delay > 0:
-                    await trio.sleep(server.behavior.cancel_delay)
+                if self._behavior.cancel_delay > 0:
+                    await trio.sleep(self._behavior.cancel_delay)
                 status = "cancelled"
+                if response.cancel_reason == "turn_detected":
+                    status = self._behavior.interrupted_status
                 details = proto.status_details(status, reason=response.cancel_reason)
             else:
                 status = response.finish_status or response.script.status
                 details = proto.status_details(status, override=response.script.status_details)
             for event in stream.interrupt():
                 self._emit_for(response, event)
-            self._items.extend(stream.new_item_ids)
-            response.finished = True
-            server._stats.done_by_status[status] += 1
+            state.conversation.take_from(stream)
+            state.slots.finish(response.id)
+            stats.done_by_status[status] += 1
             self._emit_for(
                 response,
                 {
@@ -687,16 +709,10 @@ class FakeConnection:
                 },
             )
         finally:
-            response.finished = True
-            if self._in_band is response:
-                self._in_band = None
-            self._out_of_band.discard(response)
+            state.slots.finish(response.id)
             response.done.set()
-            server._notifier.notify()
-
-
-def _ignore(event: dict[str, Any]) -> None:
-    logger.debug("ignoring %s", event.get("type"))
+            self._poke()
+            self._shared.notifier.notify()
 
 
 def _event_id(event: Mapping[str, Any]) -> str | None:
@@ -720,7 +736,7 @@ class FakeRealtimeServer:
     """A running fake server; made by ``open_fake_server()``.
 
     ``received`` holds every client event of every connection, in order; ``connections``
-    every connection, in accept order.
+    every accepted connection, in accept order.
     """
 
     dialect: Dialect
@@ -729,17 +745,29 @@ class FakeRealtimeServer:
     port: int = attrs.field(default=0, init=False)
     received: list[dict[str, Any]] = attrs.field(factory=list, init=False)
     connections: list[FakeConnection] = attrs.field(factory=list, init=False)
-    _ids: IdFactory = attrs.field(factory=IdFactory, init=False)
-    _stats: _Stats = attrs.field(factory=_Stats, init=False)
-    _notifier: _Notifier = attrs.field(factory=_Notifier, init=False)
+    _shared: _Shared = attrs.field(init=False)
     _connections_handed_out: int = attrs.field(default=0, init=False)
+
+    @_shared.default
+    def _make_shared(self) -> _Shared:
+        return _Shared(
+            dialect=self.dialect,
+            model=self.model,
+            behavior=lambda: self.behavior,
+            received=self.received,
+        )
 
     @property
     def url(self) -> str:
+        """The OpenAI GA URL of this server (``ws://127.0.0.1:<port>/v1/realtime?model=...``).
+
+        The Azure paths (``/openai/v1/realtime?model=...``, ``/openai/realtime?api-version=
+        ...&deployment=...``) are served too; any other path is refused with HTTP 404.
+        """
         return f"ws://{_HOST}:{self.port}/v1/realtime?model={self.model}"
 
     def statistics(self) -> ServerStatistics:
-        stats = self._stats
+        stats = self._shared.stats
         return ServerStatistics(
             connections=stats.connections,
             open_connections=sum(1 for c in self.connections if c.is_open),
@@ -750,6 +778,7 @@ class FakeRealtimeServer:
             cancels_received=stats.cancels_received,
             max_in_band_active=stats.max_in_band_active,
             max_out_of_band_active=stats.max_out_of_band_active,
+            connections_refused=stats.connections_refused,
         )
 
     def active_response_ids(self) -> list[str]:
@@ -760,14 +789,14 @@ class FakeRealtimeServer:
         """Return the first connection on the first call, the next one on each later call,
         waiting for it if needed. Cancel-safe."""
         wanted = self._connections_handed_out
-        await self._notifier.wait_until(lambda: len(self.connections) > wanted)
+        await self._shared.notifier.wait_until(lambda: len(self.connections) > wanted)
         self._connections_handed_out += 1
         return self.connections[wanted]
 
     async def wait_for_client_event(self, type: str, *, count: int = 1) -> dict[str, Any]:
         """Wait until ``count`` client events of ``type`` were received in total (all
         connections); return the ``count``-th. Cancel-safe."""
-        await self._notifier.wait_until(lambda: _count(self.received, type) >= count)
+        await self._shared.notifier.wait_until(lambda: _count(self.received, type) >= count)
         return _nth(self.received, type, count)
 
     async def start_response(
@@ -777,11 +806,12 @@ class FakeRealtimeServer:
         connection: FakeConnection | None = None,
         interrupt: bool = False,
         vad_events: bool = True,
+        idle_timeout: bool = False,
     ) -> str:
         """``FakeConnection.start_response`` on ``connection`` (default: the most recent open
         one; ``LookupError`` if none)."""
         return await self._connection(connection).start_response(
-            script, interrupt=interrupt, vad_events=vad_events
+            script, interrupt=interrupt, vad_events=vad_events, idle_timeout=idle_timeout
         )
 
     async def finish_response(
@@ -795,7 +825,7 @@ class FakeRealtimeServer:
         ``connection``, default the most recent open one)."""
         if response_id is not None and connection is None:
             for candidate in self.connections:
-                if response_id in candidate._responses:
+                if response_id in candidate.response_ids():
                     connection = candidate
                     break
             else:
@@ -810,26 +840,42 @@ class FakeRealtimeServer:
                 return candidate
         raise LookupError("no open connection")
 
-    def _script_for(
-        self, body: Mapping[str, Any], session_modalities: tuple[str, ...] = ("text",)
-    ) -> Script:
-        factory = self.behavior.script
-        if factory is not None:
-            return factory(body)
-        return default_script(body, session_modalities)
-
     async def _handle_request(self, request: WebSocketRequest) -> None:
+        behavior = self.behavior
+        decision = rules.check_connect(
+            request.path,
+            request.headers,
+            accepted_api_keys=behavior.accepted_api_keys,
+            invalid_api_keys=behavior.invalid_api_keys,
+        )
+        if isinstance(decision, rules.HandshakeRefusal):
+            logger.debug("refusing the handshake for %s: HTTP %d", request.path, decision.status)
+            self._shared.stats.connections_refused += 1
+            self._shared.notifier.notify()
+            try:
+                await request.reject(
+                    decision.status,
+                    extra_headers=[(b"content-type", b"application/json")],
+                    body=decision.body.encode(),
+                )
+            except ConnectionClosed:
+                logger.debug("the client left during the refused handshake")
+            return
         try:
             ws = await request.accept()
         except ConnectionClosed:
             logger.debug("the client left during the opening handshake")
             return
         connection = FakeConnection(
-            self, ws, request_path=request.path, request_headers=list(request.headers)
+            self._shared,
+            ws,
+            request_path=request.path,
+            request_headers=list(request.headers),
+            refusal=decision,
         )
         self.connections.append(connection)
-        self._stats.connections += 1
-        self._notifier.notify()
+        self._shared.stats.connections += 1
+        self._shared.notifier.notify()
         logger.debug("accepted a connection on %s", request.path)
         await connection._run()
 
@@ -844,23 +890,25 @@ async def open_fake_server(
     """Serve the fake Realtime API on 127.0.0.1 (a free port) for the duration of the block.
 
     Leaving the block drops every connection at once (no closing handshake) and ends every
-    task the server started.
+    task the server started. An exception raised in the block comes out bare, not inside an
+    ``ExceptionGroup``.
     """
     server = FakeRealtimeServer(dialect=dialect, behavior=behavior or Behavior(), model=model)
-    async with trio.open_nursery() as nursery:
-        ws_server = await nursery.start(
-            partial(
-                serve_websocket,
-                server._handle_request,
-                _HOST,
-                0,
-                None,
-                max_message_size=_MAX_MESSAGE_SIZE,
+    with unwrap_lone_exception():
+        async with trio.open_nursery() as nursery:
+            ws_server = await nursery.start(
+                partial(
+                    serve_websocket,
+                    server._handle_request,
+                    _HOST,
+                    0,
+                    None,
+                    max_message_size=_MAX_MESSAGE_SIZE,
+                )
             )
-        )
-        server.port = ws_server.port
-        logger.debug("fake Realtime server (%s) listening on %s", dialect, server.url)
-        try:
-            yield server
-        finally:
-            nursery.cancel_scope.cancel()
+            server.port = ws_server.port
+            logger.debug("fake Realtime server (%s) listening on %s", dialect, server.url)
+            try:
+                yield server
+            finally:
+                nursery.cancel_scope.cancel()
