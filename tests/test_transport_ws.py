@@ -104,6 +104,8 @@ async def test_pings_are_answered_and_fragments_assembled() -> None:
 
     async def script(peer: ScriptedPeer) -> None:
         await peer.text(SESSION_CREATED)
+        ready = await peer.next_frame()  # the client has subscribed
+        assert json.loads(ready.data)["type"] == "client.ready"
         peer.protocol.send_ping(b"keepalive")
         await peer.flush()
         frame = await peer.next_frame()
@@ -125,6 +127,7 @@ async def test_pings_are_answered_and_fragments_assembled() -> None:
     with trio.fail_after(10):
         async with scripted_server(script) as url:
             async with open_session(url, config=FAST) as session, session.subscribe() as events:
+                await session.send({"type": "client.ready"})
                 event = await events.receive()
                 assert event == {"type": "custom.event", "text": "é" * 3000}
                 with pytest.raises(ConnectionLost) as info:
