@@ -16,7 +16,15 @@ import trio
 import trio.testing
 
 from memory import SESSION_CREATED, Peer, memory_pair
-from trio_realtime import RealtimeSession, SessionConfig, open_session
+from trio_realtime import (
+    ConnectionLost,
+    RealtimeError,
+    RealtimeSession,
+    ResponseResult,
+    SessionClosed,
+    SessionConfig,
+    open_session,
+)
 from trio_realtime._result import FunctionCallItem
 from trio_realtime._tools import ToolRegistry, ToolRunner, run_tools
 from trio_realtime.testing import (
@@ -431,16 +439,14 @@ async def test_one_follow_up_per_turn_whatever_the_calls_did(
             open_fake_server(behavior=tool_turns(calls)) as server,
             trio.open_nursery() as nursery,
         ):
-            async with open_session(server.url) as session, session.subscribe() as events:
+            async with open_session(server.url) as session:
                 runner = ToolRunner(registry, follow_up={"instructions": "sum up"})
                 await nursery.start(runner.run, session)
                 turn = await session.request_response({"instructions": "use tools"}).wait_done()
                 assert len(turn.function_calls) == 4
-                async for event in events:  # the follow-up's end
-                    if event["type"] == "response.done" and event["response"]["id"] != (
-                        turn.response_id
-                    ):
-                        break
+                follow_up = await runner.wait_follow_up(turn)
+                assert (await follow_up.wait_done()).text == "All done."
+                assert await runner.wait_follow_up(turn) is follow_up
                 # Anything queued by the turn would go out before this marker request.
                 marker = await session.request_response({"instructions": "marker"}).wait_done()
                 assert marker.status == "completed"
@@ -482,6 +488,12 @@ async def test_runner_ends_with_the_session_and_cancels_running_calls(how: str) 
 
     runner = ToolRunner(registry)
     runner_ended = trio.Event()
+    waiter_saw: list[BaseException] = []
+
+    async def wait_follow_up(turn: ResponseResult) -> None:
+        with pytest.raises(RealtimeError) as raised:
+            await runner.wait_follow_up(turn)
+        waiter_saw.append(raised.value)
 
     async def run(session: RealtimeSession, *, task_status: trio.TaskStatus[None]) -> None:
         await runner.run(session, task_status=task_status)
@@ -495,7 +507,8 @@ async def test_runner_ends_with_the_session_and_cancels_running_calls(how: str) 
         ):
             async with open_session(server.url) as session:
                 await nursery.start(run, session)
-                await session.request_response({"instructions": "use tools"}).wait_done()
+                turn = await session.request_response({"instructions": "use tools"}).wait_done()
+                nursery.start_soon(wait_follow_up, turn)
                 await entered.wait()
                 assert runner.statistics().in_flight == 1
                 if how == "abort":
@@ -504,6 +517,8 @@ async def test_runner_ends_with_the_session_and_cancels_running_calls(how: str) 
                     assert session.closed
             await runner_ended.wait()
         assert cancelled.is_set()
+        [error] = waiter_saw
+        assert type(error) is (SessionClosed if how == "closed" else ConnectionLost)
         assert runner.statistics().in_flight == 0
         assert runner.statistics().results_sent == 0
         assert received(server, "conversation.item.create") == []
@@ -516,7 +531,22 @@ async def test_runner_on_an_ended_session_returns_at_once() -> None:
                 pass
             async with trio.open_nursery() as nursery:
                 await nursery.start(run_tools, session, ToolRegistry())
-            assert ToolRunner(ToolRegistry()).statistics().calls == 0
+            runner = ToolRunner(ToolRegistry())
+            await runner.run(session)
+            assert runner.statistics().calls == 0
+            done = ResponseResult("completed", {"id": "resp_1", "output": []})
+            with pytest.raises(ValueError, match="no function calls"):
+                await runner.wait_follow_up(done)
+            calls = {
+                "id": "resp_1",
+                "output": [{"type": "function_call", "call_id": "c", "name": "f"}],
+            }
+            with pytest.raises(SessionClosed):
+                await runner.wait_follow_up(ResponseResult("completed", calls))
+            with pytest.raises(ValueError, match="out-of-band"):
+                await runner.wait_follow_up(
+                    ResponseResult("completed", {**calls, "conversation_id": None})
+                )
 
 
 # ---------------------------------------------------------------------------- the runner, in memory

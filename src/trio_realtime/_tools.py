@@ -38,11 +38,12 @@ import attrs
 import trio
 
 from ._errors import ConnectionLost, EventBufferOverflow, RealtimeError, SessionClosed
-from ._result import FunctionCallItem, function_calls_of
+from ._result import FunctionCallItem, ResponseResult, function_calls_of
 from ._schema import ArgumentsInvalid, derive_schema, to_jsonable
 
 if TYPE_CHECKING:
     from ._session import RealtimeSession
+    from ._ticket import ResponseTicket
 
 __all__ = [
     "Tool",
@@ -350,6 +351,20 @@ class ToolRunnerStatistics:
     in_flight: int
 
 
+@attrs.define(eq=False)
+class _Turn:
+    """A response whose calls the runner answers, and the follow-up its results share."""
+
+    follow_up: ResponseTicket | None = None
+    error: RealtimeError | None = None
+    settled: trio.Event = attrs.Factory(trio.Event)
+
+    def settle(self, follow_up: ResponseTicket | None, error: RealtimeError | None) -> None:
+        if not self.settled.is_set():
+            self.follow_up, self.error = follow_up, error
+            self.settled.set()
+
+
 class ToolRunner:
     """Answers the function calls of a session's responses with a registry's tools.
 
@@ -362,7 +377,10 @@ class ToolRunner:
     ) -> None:
         self.registry = registry
         self.follow_up = follow_up
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[str, None] = OrderedDict()  # call ids
+        self._turns: OrderedDict[str, _Turn] = OrderedDict()  # by response id
+        self._turn_added = trio.Event()  # replaced after each new turn
+        self._ended: RealtimeError | None = None
         self._calls = 0
         self._failed = 0
         self._sent = 0
@@ -383,32 +401,73 @@ class ToolRunner:
         Returns when the session ends, whether it was closed or the connection was lost, after
         cancelling the calls still running. Put the nursery outside the session's block (or
         cancel it before the block ends): the runner lives as long as the session. Cancelling
-        it cancels the running calls; their results are then not sent.
+        it cancels the running calls; their results are then not sent. Run it once.
         """
-        async with trio.open_nursery() as nursery:
+        ended: RealtimeError = SessionClosed("the tool runner was cancelled")
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    ended = await self._watch(session, nursery, task_status)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._ended = ended
+            self._turn_added.set()
+            for turn in self._turns.values():
+                turn.settle(None, ended)
+
+    async def wait_follow_up(self, turn: ResponseResult) -> ResponseTicket:
+        """Wait until the results of ``turn``'s function calls went out; return the ticket of
+        the one ``response.create`` that follows them (``await ticket.wait_done()`` for the
+        model's answer).
+
+        ``turn`` is the result of a response that made function calls (``ValueError`` if it
+        made none, or was out of band). Cancelling the wait is safe. Raises ``SessionClosed``
+        or ``ConnectionLost`` when the session ended before the results went out.
+        """
+        rid = turn.response_id
+        response = turn.response
+        if rid is None or response is None or not turn.function_calls:
+            raise ValueError("that response made no function calls")
+        if "conversation_id" in response and response["conversation_id"] is None:
+            raise ValueError("the runner leaves the calls of out-of-band responses alone")
+        while (entry := self._turns.get(rid)) is None:
+            if self._ended is not None:
+                raise self._ended
+            await self._turn_added.wait()
+        await entry.settled.wait()
+        if entry.error is not None:
+            raise entry.error
+        assert entry.follow_up is not None
+        return entry.follow_up
+
+    async def _watch(
+        self,
+        session: RealtimeSession,
+        nursery: trio.Nursery,
+        task_status: trio.TaskStatus[None],
+    ) -> RealtimeError:
+        """Read the session's events until it ends; return how it ended."""
+        started = False
+        while True:
             try:
-                started = False
-                while True:
-                    try:
-                        async with session.subscribe() as events:
-                            if not started:
-                                task_status.started()
-                                started = True
-                            async for event in events:
-                                if event.get("type") in _DONE_TYPES:
-                                    self._on_done(session, event, nursery)
-                        logger.debug("the session ended; the tool runner stops")
-                        return
-                    except EventBufferOverflow:
-                        logger.error(
-                            "the tool runner fell behind the session's events and was cut off:"
-                            " function calls among the dropped events go unanswered"
-                        )
-                    except ConnectionLost as exc:
-                        logger.debug("the connection was lost (%s); the tool runner stops", exc)
-                        return
-            finally:
-                nursery.cancel_scope.cancel()
+                async with session.subscribe() as events:
+                    if not started:
+                        task_status.started()
+                        started = True
+                    async for event in events:
+                        if event.get("type") in _DONE_TYPES:
+                            self._on_done(session, event, nursery)
+                logger.debug("the session ended; the tool runner stops")
+                return SessionClosed("session closed")
+            except EventBufferOverflow:
+                logger.error(
+                    "the tool runner fell behind the session's events and was cut off:"
+                    " function calls among the dropped events go unanswered"
+                )
+            except ConnectionLost as exc:
+                logger.debug("the connection was lost (%s); the tool runner stops", exc)
+                return exc
 
     def _on_done(
         self, session: RealtimeSession, event: Mapping[str, Any], nursery: trio.Nursery
@@ -417,41 +476,55 @@ class ToolRunner:
         if not isinstance(response, Mapping):
             return
         calls = function_calls_of(response)
-        if not calls:
+        rid = response.get("id")
+        if not calls or not isinstance(rid, str):
             return
         if "conversation_id" in response and response["conversation_id"] is None:
             logger.debug(
                 "out-of-band response %s: its %d function call(s) are left to the application",
-                response.get("id"),
+                rid,
                 len(calls),
             )
             return
-        for call in calls:
-            if call.call_id in self._seen:
-                logger.warning("function call %s seen again; answered once", call.call_id)
-                continue
+        fresh = [call for call in calls if call.call_id not in self._seen]
+        if len(fresh) < len(calls):
+            logger.warning("response %s: calls already seen are answered once", rid)
+        if not fresh:
+            return
+        turn = self._turns.get(rid) or _Turn()
+        self._turns[rid] = turn
+        if len(self._turns) > _MEMORY:
+            self._turns.popitem(last=False)
+        self._turn_added.set()
+        self._turn_added = trio.Event()
+        for call in fresh:
             self._seen[call.call_id] = None
             if len(self._seen) > _MEMORY:
                 self._seen.popitem(last=False)
             self._calls += 1
             self._in_flight += 1
-            nursery.start_soon(self._answer, session, call, name=f"tool call {call.call_id}")
+            nursery.start_soon(self._answer, session, call, turn, name=f"tool call {call.call_id}")
 
-    async def _answer(self, session: RealtimeSession, call: FunctionCallItem) -> None:
+    async def _answer(self, session: RealtimeSession, call: FunctionCallItem, turn: _Turn) -> None:
         try:
             outcome = await self.registry._execute(call)
             if outcome.failed:
                 self._failed += 1
             try:
-                await session.send_function_result(
+                ticket = await session.send_function_result(
                     call.call_id, outcome.output, response=self.follow_up
                 )
             except (SessionClosed, ConnectionLost) as exc:
                 logger.debug("result of call %s not sent: %s", call.call_id, exc)
+                turn.settle(None, exc)
                 return
             except RealtimeError as exc:  # QueueFull: the output went out, the follow-up did not
                 logger.error("result of call %s sent, but not its follow-up: %s", call.call_id, exc)
-            self._sent += 1  # the output went out either way
+                self._sent += 1
+                turn.settle(None, exc)
+                return
+            self._sent += 1
+            turn.settle(ticket, None)
         finally:
             self._in_flight -= 1
 
