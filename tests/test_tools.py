@@ -18,6 +18,7 @@ import trio.testing
 from memory import SESSION_CREATED, Peer, memory_pair
 from trio_realtime import (
     ConnectionLost,
+    EventBufferOverflow,
     RealtimeError,
     RealtimeSession,
     ResponseResult,
@@ -632,3 +633,70 @@ async def test_each_call_is_answered_once_and_out_of_band_calls_are_left_alone()
     assert item["item"] == {"type": "function_call_output", "call_id": "call_1", "output": "1"}
     assert runs == ["1"]
     assert runner.statistics().calls == 1
+
+
+# ---------------------------------------------------------------------------- the runner, stubbed
+
+
+class StubSession:
+    """Just the public methods the runner uses: each subscription gives the next
+    ``response.done`` (or waits forever when there is none left); the first is then cut off,
+    the others end once every call has its result."""
+
+    def __init__(self, *dones: dict[str, Any]) -> None:
+        self.dones = list(dones)
+        self.calls = len(dones)
+        self.results: list[tuple[str, str]] = []
+        self.subscriptions = 0
+        self.answered = trio.Event()  # set once every call given has its result
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        self.subscriptions += 1
+        first = self.subscriptions == 1
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            if not self.dones:
+                await trio.sleep_forever()
+            yield self.dones.pop(0)
+            if first:
+                raise EventBufferOverflow("cut off")
+            await self.answered.wait()  # then the session ends
+
+        stream = events()
+        try:
+            yield stream
+        finally:
+            await stream.aclose()
+
+    async def send_function_result(self, call_id: str, output: str, **_: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        self.results.append((call_id, output))
+        if len(self.results) == self.calls:
+            self.answered.set()
+
+
+async def test_a_runner_cut_off_subscribes_again(caplog: pytest.LogCaptureFixture) -> None:
+    registry = ToolRegistry()
+
+    @registry.tool
+    async def slow(tag: str) -> str:
+        return tag
+
+    def done(rid: str, call_id: str) -> dict[str, Any]:
+        call = function_call(call_id, arguments=json.dumps({"tag": call_id}))
+        return {"type": "response.done", "response": {"id": rid, "output": [call]}}
+
+    session = StubSession(done("resp_1", "call_1"), done("resp_2", "call_2"))
+    runner = ToolRunner(registry)
+    with trio.fail_after(5):
+        await runner.run(session)  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run, StubSession())  # a session that never ends
+            with pytest.raises(RuntimeError, match="already running"):
+                await runner.run(session)  # type: ignore[arg-type]
+            nursery.cancel_scope.cancel()
+    assert session.subscriptions == 2
+    # a call started before the cut-off is answered too: the calls outlive a subscription
+    assert sorted(session.results) == [("call_1", "call_1"), ("call_2", "call_2")]
+    assert any(r.levelno == logging.ERROR and "cut off" in r.getMessage() for r in caplog.records)

@@ -11,7 +11,9 @@ The rules, in the order a call meets them:
    one task per function call of that response, in a nursery of its own, so the calls of a turn
    (and of different turns) run concurrently. Calls of out-of-band responses
    (``conversation_id: null``) are left to the application: their results have no place in the
-   default conversation. A call id seen twice is answered once.
+   default conversation. A call id seen twice is answered once. Calls of a response that was
+   cancelled or incomplete are answered too: the conversation holds them, and arguments cut
+   short become an ``invalid_arguments`` error.
 3. Each call runs under its tool's deadline (a cancel scope). Whatever happens, the call gets an
    output the model can read: the tool's return value (a ``str`` as it is, anything else as
    JSON), or ``{"error": {"type": ..., "message": ...}}`` for an exception, a timeout, an
@@ -381,6 +383,7 @@ class ToolRunner:
         self._turns: OrderedDict[str, _Turn] = OrderedDict()  # by response id
         self._turn_added = trio.Event()  # replaced after each new turn
         self._ended: RealtimeError | None = None
+        self._running = False
         self._calls = 0
         self._failed = 0
         self._sent = 0
@@ -401,8 +404,12 @@ class ToolRunner:
         Returns when the session ends, whether it was closed or the connection was lost, after
         cancelling the calls still running. Put the nursery outside the session's block (or
         cancel it before the block ends): the runner lives as long as the session. Cancelling
-        it cancels the running calls; their results are then not sent. Run it once.
+        it cancels the running calls; their results are then not sent. One run at a time
+        (``RuntimeError`` otherwise).
         """
+        if self._running:
+            raise RuntimeError("this ToolRunner is already running")
+        self._running = True
         ended: RealtimeError = SessionClosed("the tool runner was cancelled")
         try:
             async with trio.open_nursery() as nursery:
@@ -411,6 +418,7 @@ class ToolRunner:
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
+            self._running = False
             self._ended = ended
             self._turn_added.set()
             for turn in self._turns.values():
