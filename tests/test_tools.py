@@ -135,14 +135,31 @@ def test_description_defaults_to_the_docstring_and_may_be_empty() -> None:
     assert [d["description"] for d in registry.definitions()] == ["", "Overrides."]
 
 
-def test_without_pydantic_explicit_schemas_still_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pydantic", None)  # import pydantic now fails
+async def test_without_pydantic_explicit_schemas_still_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for module in ("pydantic", "pydantic_core"):
+        monkeypatch.setitem(sys.modules, module, None)  # importing it now fails
     registry = ToolRegistry()
-    registry.add(get_weather, parameters={"type": "object"})
-    assert registry["get_weather"].parameters == {"type": "object"}
+
+    @registry.tool(parameters={"type": "object", "properties": {"n": {"type": "integer"}}})
+    async def double(n: int) -> dict[str, Any]:
+        return {"n": n * 2}
+
+    @registry.tool(parameters={"type": "object"})
+    async def opaque() -> object:
+        return {1, 2}
+
     with pytest.raises(ImportError, match=r"trio-realtime\[tools\].*parameters="):
-        registry.add(get_weather, name="derived")
-    assert "derived" not in registry
+        registry.add(get_weather)
+    assert list(registry) == [registry["double"], registry["opaque"]]
+    with trio.fail_after(5):
+        assert await registry.execute(call("double", '{"n": 2}')) == '{"n": 4}'
+        error = error_of(await registry.execute(call("opaque")))
+    assert error == {
+        "type": "unserializable_result",
+        "message": "the result is not JSON: set is not JSON serializable",
+    }
 
 
 @pytest.mark.parametrize(
@@ -418,8 +435,9 @@ async def test_calls_of_a_turn_run_concurrently() -> None:
         assert outputs_by_call(server) == {"call_a": "a", "call_b": "b"}
 
 
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
 async def test_one_follow_up_per_turn_whatever_the_calls_did(
-    caplog: pytest.LogCaptureFixture,
+    dialect: Literal["ga", "beta"], caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = ToolRegistry()
     registry.add(get_weather)
@@ -437,7 +455,7 @@ async def test_one_follow_up_per_turn_whatever_the_calls_did(
     caplog.set_level(logging.WARNING, logger="trio_realtime")
     with trio.fail_after(10):
         async with (
-            open_fake_server(behavior=tool_turns(calls)) as server,
+            open_fake_server(dialect=dialect, behavior=tool_turns(calls)) as server,
             trio.open_nursery() as nursery,
         ):
             async with open_session(server.url) as session:
