@@ -353,6 +353,18 @@ class ToolRunnerStatistics:
     in_flight: int
 
 
+E = TypeVar("E", bound=BaseException)
+
+
+def _fresh(error: E) -> E:
+    """A new exception equal to a stored one: each raise gets its own traceback."""
+    new = type(error).__new__(type(error), *error.args)
+    new.__dict__.update(error.__dict__)
+    new.__cause__ = error.__cause__
+    new.__suppress_context__ = True
+    return new
+
+
 @attrs.define(eq=False)
 class _Turn:
     """A response whose calls the runner answers, and the follow-up its results share."""
@@ -441,11 +453,11 @@ class ToolRunner:
             raise ValueError("the runner leaves the calls of out-of-band responses alone")
         while (entry := self._turns.get(rid)) is None:
             if self._ended is not None:
-                raise self._ended
+                raise _fresh(self._ended)
             await self._turn_added.wait()
         await entry.settled.wait()
         if entry.error is not None:
-            raise entry.error
+            raise _fresh(entry.error)
         assert entry.follow_up is not None
         return entry.follow_up
 
@@ -473,8 +485,10 @@ class ToolRunner:
                     "the tool runner fell behind the session's events and was cut off:"
                     " function calls among the dropped events go unanswered"
                 )
-            except ConnectionLost as exc:
-                logger.debug("the connection was lost (%s); the tool runner stops", exc)
+            except (SessionClosed, ConnectionLost) as exc:  # also: it ended before subscribe()
+                logger.debug("the session ended (%s); the tool runner stops", exc)
+                if not started:
+                    task_status.started()
                 return exc
 
     def _on_done(
