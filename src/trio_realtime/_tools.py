@@ -422,6 +422,7 @@ class ToolRunner:
         if self._running:
             raise RuntimeError("this ToolRunner is already running")
         self._running = True
+        self._ended, self._turn_added = None, trio.Event()  # a runner may serve a new session
         ended: RealtimeError = SessionClosed("the tool runner was cancelled")
         try:
             async with trio.open_nursery() as nursery:
