@@ -20,8 +20,7 @@ from typing import Annotated, Any
 import trio
 from pydantic import Field
 
-from trio_realtime import open_session
-from trio_realtime._tools import ToolRegistry, ToolRunner
+from trio_realtime import ToolRegistry, ToolRunner, open_session
 from trio_realtime.testing import (
     FakeRealtimeServer,
     FunctionCall,

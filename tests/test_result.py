@@ -8,8 +8,7 @@ from typing import Any, Literal
 import pytest
 import trio
 
-from trio_realtime import ResponseResult, open_session
-from trio_realtime._result import FunctionCallItem
+from trio_realtime import FunctionCallItem, ResponseResult, open_session
 from trio_realtime.testing import Behavior, FunctionCall, Script, open_fake_server
 
 

@@ -19,15 +19,17 @@ from memory import SESSION_CREATED, Peer, memory_pair
 from trio_realtime import (
     ConnectionLost,
     EventBufferOverflow,
+    FunctionCallItem,
     RealtimeError,
     RealtimeSession,
     ResponseResult,
     SessionClosed,
     SessionConfig,
+    ToolRegistry,
+    ToolRunner,
     open_session,
+    run_tools,
 )
-from trio_realtime._result import FunctionCallItem
-from trio_realtime._tools import ToolRegistry, ToolRunner, run_tools
 from trio_realtime.testing import (
     Behavior,
     FakeRealtimeServer,

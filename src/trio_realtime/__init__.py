@@ -12,13 +12,21 @@ from ._errors import ResponseTimeout as ResponseTimeout
 from ._errors import SessionClosed as SessionClosed
 from ._errors import SessionRefused as SessionRefused
 from ._gate import TicketState as TicketState
+from ._result import FunctionCallItem as FunctionCallItem
 from ._result import ResponseResult as ResponseResult
 from ._session import RealtimeSession as RealtimeSession
 from ._session import open_session as open_session
+from ._statistics import Latencies as Latencies
+from ._statistics import LatencySummary as LatencySummary
 from ._statistics import SessionStatistics as SessionStatistics
 from ._stream import EventStream as EventStream
 from ._ticket import ResponseTicket as ResponseTicket
 from ._ticket import TicketTimings as TicketTimings
+from ._tools import Tool as Tool
+from ._tools import ToolRegistry as ToolRegistry
+from ._tools import ToolRunner as ToolRunner
+from ._tools import ToolRunnerStatistics as ToolRunnerStatistics
+from ._tools import run_tools as run_tools
 from ._transport import Transport as Transport
 
 __version__ = "0.1.0"
@@ -28,6 +36,9 @@ __all__ = [
     "Endpoint",
     "EventBufferOverflow",
     "EventStream",
+    "FunctionCallItem",
+    "Latencies",
+    "LatencySummary",
     "QueueFull",
     "RealtimeError",
     "RealtimeSession",
@@ -41,6 +52,11 @@ __all__ = [
     "SessionStatistics",
     "TicketState",
     "TicketTimings",
+    "Tool",
+    "ToolRegistry",
+    "ToolRunner",
+    "ToolRunnerStatistics",
     "Transport",
     "open_session",
+    "run_tools",
 ]

@@ -22,14 +22,21 @@ import logging
 import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
 
 from ._config import SessionConfig
 from ._endpoints import Endpoint
-from ._errors import ConnectionLost, RealtimeError, SessionClosed, SessionRefused, fresh
+from ._errors import (
+    ConnectionLost,
+    RealtimeError,
+    ResponseRejected,
+    SessionClosed,
+    SessionRefused,
+    fresh,
+)
 from ._events import EventKind, MalformedFrame, classify, parse_error, parse_frame
 from ._gate import CancelTarget, Effects, Gate, Request
 from ._statistics import LatencyRecorder, SessionStatistics
@@ -38,6 +45,9 @@ from ._ticket import ResponseTicket
 from ._transport import Transport, open_websocket_transport
 from ._turns import Turns
 from ._util import unwrap_lone_exception
+
+if TYPE_CHECKING:
+    from ._tools import ToolRegistry, ToolRunner
 
 __all__ = ["RealtimeSession", "SessionStatistics", "open_session"]
 
@@ -78,6 +88,11 @@ class RealtimeSession:
         self._malformed = 0
         self._client_ids = 0
         self._latencies = LatencyRecorder()
+        self._all_ended = trio.Event()  # set when the session has ended
+        #: ``session.update`` events awaiting their ``session.updated``, oldest first.
+        self._updates: list[_Update] = []
+        #: The tool runner answering function calls, when the session was opened with tools.
+        self.tools: ToolRunner | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -211,6 +226,35 @@ class RealtimeSession:
         await trio.lowlevel.checkpoint()
         return ticket
 
+    async def update_session(self, session: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Send ``session.update`` with ``session`` and wait for the server's answer; return the
+        ``session`` object of its ``session.updated`` (the whole configuration, merged).
+
+        GA servers require ``session["type"]`` (``"realtime"``). Raises
+        ``ResponseRejected`` (``.code``, ``.message``) when the server answers with an error
+        naming this event, ``SessionClosed`` / ``ConnectionLost`` when the session ends first.
+        Cancelling the wait is safe (the update may still apply). Bound the wait with
+        ``trio.fail_after`` if the server might not answer.
+        """
+        if not isinstance(session, Mapping):
+            raise TypeError(f"session must be a mapping, not {type(session).__name__}")
+        update = _Update()
+        self._updates.append(update)
+        try:
+            update.event_id = await self.send({"type": "session.update", "session": session})
+            await update.answered.wait()
+        finally:
+            if update in self._updates:
+                self._updates.remove(update)
+        if update.error is not None:
+            raise fresh(update.error)
+        return update.session
+
+    async def wait_closed(self) -> None:
+        """Wait until the session has ended: its block left, or the connection lost (then
+        ``closed`` is True and calls raise ``ConnectionLost``). Never raises."""
+        await self._all_ended.wait()
+
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[EventStream]:
         """Every server event from now on, as dicts: ``async for event in events``.
@@ -334,12 +378,18 @@ class RealtimeSession:
         self._subscribers.clear()
         for _, ended in self._end_waiters:
             ended.set()
+        for update in self._updates:
+            update.fail(error)
+        self._all_ended.set()
 
     # ------------------------------------------------------------------ tasks
 
     @asynccontextmanager
-    async def _running(self, deadline: float) -> AsyncIterator[RealtimeSession]:
-        """Run the three tasks until the block ends; connected by ``deadline``."""
+    async def _running(
+        self, deadline: float, tools: ToolRegistry | ToolRunner | None = None
+    ) -> AsyncIterator[RealtimeSession]:
+        """Run the three tasks (and the tool runner) until the block ends; connected by
+        ``deadline``."""
         with unwrap_lone_exception():
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._writer)
@@ -349,6 +399,8 @@ class RealtimeSession:
                         await nursery.start(self._reader)
                 except trio.TooSlowError:
                     raise ConnectionLost("no session.created within connect_timeout") from None
+                if tools is not None:
+                    await self._start_tools(nursery, tools)
                 try:
                     yield self
                 finally:
@@ -360,6 +412,17 @@ class RealtimeSession:
                     ):
                         await self._writer_done.wait()
                     nursery.cancel_scope.cancel()
+
+    async def _start_tools(self, nursery: trio.Nursery, tools: ToolRegistry | ToolRunner) -> None:
+        from ._tools import ToolRunner  # (the tools module builds on this one)
+
+        runner = tools if isinstance(tools, ToolRunner) else ToolRunner(tools)
+        self.tools = runner
+        await nursery.start(runner.run, self)
+        body: dict[str, Any] = {"tools": runner.registry.definitions(), "tool_choice": "auto"}
+        if self.server_session.get("type") == "realtime":  # GA requires the session's type
+            body["type"] = "realtime"
+        await self.send({"type": "session.update", "session": body})
 
     async def _reader(self, *, task_status: trio.TaskStatus[None]) -> None:
         refusal: SessionRefused | None = None  # what the server said before it closed
@@ -396,11 +459,26 @@ class RealtimeSession:
             request = gate.receive_event(event, now=trio.current_time())
             if request is not None:
                 _ticket_of(request).request_event(event)
+            elif self._updates and kind is not EventKind.RESPONSE:
+                self._answer_update(event)
             if kind is EventKind.RESPONSE:
                 if event["type"] == "response.output_item.added":
                     self._note_call(event)
             else:
                 self._settle()
+
+    def _answer_update(self, event: Event) -> None:
+        """A ``session.updated`` answers the oldest update sent; an error names its own."""
+        if event["type"] == "session.updated":
+            update = next((u for u in self._updates if u.event_id is not None), None)
+            if update is not None:
+                session = event.get("session")
+                update.succeed(session if isinstance(session, Mapping) else {})
+        elif event["type"] == "error":
+            error = parse_error(event)
+            for update in self._updates:
+                if update.event_id is not None and update.event_id == error.client_event_id:
+                    update.fail(ResponseRejected(error.code, error.message))
 
     def _skip_malformed(self, exc: MalformedFrame) -> None:
         self._malformed += 1
@@ -472,13 +550,36 @@ class RealtimeSession:
             self._writer_done.set()
 
 
+@attrs.define(eq=False)
+class _Update:
+    """A ``session.update`` awaiting its answer."""
+
+    event_id: str | None = None
+    answered: trio.Event = attrs.Factory(trio.Event)
+    session: Mapping[str, Any] = attrs.Factory(dict)
+    error: RealtimeError | None = None
+
+    def succeed(self, session: Mapping[str, Any]) -> None:
+        if not self.answered.is_set():
+            self.session = session
+            self.answered.set()
+
+    def fail(self, error: RealtimeError) -> None:
+        if not self.answered.is_set():
+            self.error = error
+            self.answered.set()
+
+
 def _ticket_of(request: Request) -> ResponseTicket:
     return cast(ResponseTicket, request.owner)
 
 
 @asynccontextmanager
 async def open_session(
-    target: Endpoint | str | Transport, *, config: SessionConfig | None = None
+    target: Endpoint | str | Transport,
+    *,
+    config: SessionConfig | None = None,
+    tools: ToolRegistry | ToolRunner | None = None,
 ) -> AsyncIterator[RealtimeSession]:
     """Connect to a Realtime server and run a session until the block ends.
 
@@ -493,25 +594,29 @@ async def open_session(
     connection. If the server breaks the connection, the block is not interrupted: pending and
     later calls raise ``ConnectionLost``. Leaving the block raises nothing but the block's
     own exception, bare.
+
+    With ``tools`` (a :class:`ToolRegistry`, or a :class:`ToolRunner` around one), the
+    session sends the tools' definitions in a ``session.update`` and answers every function
+    call with them in a task of its own (``session.tools`` is the runner).
     """
     config = config or SessionConfig()
+    if not isinstance(target, Endpoint | str | Transport):
+        raise TypeError(
+            f"target must be an Endpoint, a ws:// or wss:// URL or a Transport, "
+            f"not {type(target).__name__}"
+        )
     deadline = trio.current_time() + config.connect_timeout
     if isinstance(target, str):
         target = Endpoint(target)
     if isinstance(target, Endpoint):
         async with (
             open_websocket_transport(target, config, deadline=deadline) as transport,
-            RealtimeSession(transport, config)._running(deadline) as session,
+            RealtimeSession(transport, config)._running(deadline, tools) as session,
         ):
             yield session
-    elif isinstance(target, Transport):
+    else:
         try:
-            async with RealtimeSession(target, config)._running(deadline) as session:
+            async with RealtimeSession(target, config)._running(deadline, tools) as session:
                 yield session
         finally:
             await target.aclose()
-    else:
-        raise TypeError(
-            f"target must be an Endpoint, a ws:// or wss:// URL or a Transport, "
-            f"not {type(target).__name__}"
-        )

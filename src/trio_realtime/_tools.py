@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import attrs
 import trio
 
-from ._errors import ConnectionLost, EventBufferOverflow, RealtimeError, SessionClosed
+from ._errors import ConnectionLost, EventBufferOverflow, RealtimeError, SessionClosed, fresh
 from ._result import FunctionCallItem, ResponseResult, function_calls_of
 from ._schema import ArgumentsInvalid, derive_schema, to_jsonable
 
@@ -353,18 +353,6 @@ class ToolRunnerStatistics:
     in_flight: int
 
 
-E = TypeVar("E", bound=BaseException)
-
-
-def _fresh(error: E) -> E:
-    """A new exception equal to a stored one: each raise gets its own traceback."""
-    new = type(error).__new__(type(error), *error.args)
-    new.__dict__.update(error.__dict__)
-    new.__cause__ = error.__cause__
-    new.__suppress_context__ = True
-    return new
-
-
 @attrs.define(eq=False)
 class _Turn:
     """A response whose calls the runner answers, and the follow-up its results share."""
@@ -454,11 +442,11 @@ class ToolRunner:
             raise ValueError("the runner leaves the calls of out-of-band responses alone")
         while (entry := self._turns.get(rid)) is None:
             if self._ended is not None:
-                raise _fresh(self._ended)
+                raise fresh(self._ended)
             await self._turn_added.wait()
         await entry.settled.wait()
         if entry.error is not None:
-            raise _fresh(entry.error)
+            raise fresh(entry.error)
         assert entry.follow_up is not None
         return entry.follow_up
 
