@@ -608,7 +608,7 @@ class Gate:
         """A created that matches no request in flight: a request we gave up on (rule 7:
         cancel it, whatever happened before), or one the server started by itself."""
         if key is not None and key in self._abandoned:
-            logger.info("late response.created for an abandoned request: cancelling it")
+            logger.warning("late response.created for an abandoned request: cancelling it")
             self._send_cancel(response, now)
         elif response.in_band:
             self._counts["server_started"] += 1
@@ -643,7 +643,7 @@ class Gate:
         slot = self._slot
         displaced = slot.request or slot.displaced
         if slot.response is not None and slot.response.response_id is not None:
-            logger.info(
+            logger.warning(
                 "response %s started while %s held the slot: taken as ended",
                 response.response_id,
                 slot.response.response_id,
