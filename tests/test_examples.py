@@ -33,3 +33,11 @@ def test_tool_agent() -> None:
         "tool calls: 2, failed: 0",
         "response.create sent: 2 (the question, and one follow-up for both calls)",
     ]
+
+
+def test_prometheus_metrics() -> None:
+    assert run_example("prometheus_metrics.py") == [
+        "responses: 5, queue waits: 5",
+        "realtime_time_to_done_seconds_count 5.0",
+        'realtime_responses_total{outcome="completed"} 5.0',
+    ]
