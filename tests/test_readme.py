@@ -1,11 +1,20 @@
-"""The README's promises: its Quick start holds two commands, and its pytest example passes."""
+"""The README's promises: its Quick start holds two commands, and every example in it type-checks
+(``mypy --strict``) and runs."""
 
 from __future__ import annotations
 
 import re
+import sys
+import types
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
+
+from trio_realtime import open_session
+from trio_realtime.testing import FunctionCall, Script, open_fake_server
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 pytest_plugins = ["pytester"]
@@ -31,3 +40,79 @@ def test_pytest_example_passes(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_my_agent=example)
     result = pytester.runpytest_subprocess("-W", "error")
     result.assert_outcomes(passed=1)
+
+
+def _python_blocks() -> dict[str, str]:
+    """Every Python example of the README, by the file name its first line gives it."""
+    examples = {}
+    for block in blocks("python"):
+        first = block.splitlines()[0]
+        assert first.startswith("# "), f"unnamed README example: {first!r}"
+        assert ".py" in first, f"unnamed README example: {first!r}"
+        examples[first[2:].split()[0]] = block
+    return examples
+
+
+def test_every_python_example_passes_mypy_strict(tmp_path: Path) -> None:
+    mypy_api = pytest.importorskip("mypy.api")
+    examples = _python_blocks()
+    for name, block in examples.items():
+        (tmp_path / name).write_text(block)
+    out, err, status = mypy_api.run(
+        ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / ".mypy"), str(tmp_path)]
+    )
+    assert status == 0, out + err
+    assert {"app.py", "tools.py", "vad.py", "endpoints.py", "test_my_agent.py"} <= set(examples)
+
+
+def _module(name: str) -> dict[str, Any]:
+    """Import a README example as a module (not as ``__main__``: its ``main()`` is not run)."""
+    module = types.ModuleType(f"readme_{name.removesuffix('.py')}")
+    sys.modules[module.__name__] = module  # pydantic resolves type hints through it
+    exec(compile(_python_blocks()[name], f"README.md:{name}", "exec"), module.__dict__)
+    return module.__dict__
+
+
+async def test_the_application_example_runs() -> None:
+    with trio.fail_after(20):
+        async with open_fake_server() as server:
+            await _module("app.py")["main"](server.url)
+            kinds = [e["type"] for e in server.received]
+            assert kinds.count("response.create") == 2
+
+
+async def test_the_tools_example_runs() -> None:
+    calls_made = 0
+
+    def script(body: Mapping[str, Any]) -> Script:
+        nonlocal calls_made
+        if calls_made == 0:  # the first response calls the tool; the follow-up answers
+            calls_made += 1
+            call = FunctionCall("get_weather", '{"city": "Oslo"}')
+            return Script(text=None, function_calls=(call,))
+        return Script(text="21.5 degrees.")
+
+    with trio.fail_after(20):
+        async with open_fake_server() as server:
+            server.behavior.script = script
+            await _module("tools.py")["main"](server.url)
+            [output] = [e for e in server.received if e["type"] == "conversation.item.create"]
+            assert '"celsius": 21.5' in output["item"]["output"]
+            assert len([e for e in server.received if e["type"] == "response.create"]) == 2
+
+
+async def test_the_voice_activity_example_runs() -> None:
+    with trio.fail_after(20):
+        async with open_fake_server() as server, open_session(server.url) as session:
+            await _module("vad.py")["let_the_application_decide"](session)
+            detection = server.connections[0].session["audio"]["input"]["turn_detection"]
+            assert detection["create_response"] is False
+
+
+def test_the_endpoints_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-readme")
+    monkeypatch.delenv("AZURE_OPENAI_ENDPOINT", raising=False)
+    module = _module("endpoints.py")
+    assert module["azure"].url.startswith("wss://my-resource.openai.azure.com/openai/v1/realtime")
+    assert "api-version=2025-04-01-preview" in module["preview"].url
+    assert module["from_env"].url.startswith("wss://api.openai.com/v1/realtime")

@@ -42,7 +42,9 @@ async def test_draining_a_full_buffer_lets_other_tasks_run() -> None:
             received = [event["i"] async for event in stream]
             nursery.cancel_scope.cancel()
     assert received == list(range(size))
-    assert turns - before >= size // 256
+    # It yielded at least every 256 events: the other task had turns meanwhile (Trio may run
+    # the two in either order within a batch, hence the margin).
+    assert turns - before >= size // 256 - 2
 
 
 async def test_a_consumer_too_far_behind_is_cut_off_after_what_was_buffered() -> None:
