@@ -261,7 +261,10 @@ class Endpoint:
                 if not env.get(name)
             ]
             if missing:
-                raise LookupError(f"AZURE_OPENAI_ENDPOINT is set but {', '.join(missing)} is not")
+                verb = "is" if len(missing) == 1 else "are"
+                raise LookupError(
+                    f"AZURE_OPENAI_ENDPOINT is set but {' and '.join(missing)} {verb} not"
+                )
             for name in ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_DEPLOYMENT"):
                 _check_text(env[name], name)
             api_version = env.get("AZURE_OPENAI_API_VERSION") or None
