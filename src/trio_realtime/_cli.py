@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import os
 import sys
+import textwrap
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -45,7 +46,7 @@ _ENDPOINT_VARIABLES = (
     "AZURE_OPENAI_DEPLOYMENT",
 )
 
-_ENVIRONMENT_HELP = "environment variables (read when neither --fake nor --url is given):\n" + (
+_ENVIRONMENT_HELP = "environment variables (not read with --fake):\n" + (
     "\n".join(f"  {name:<26}{meaning}" for name, meaning in ENVIRONMENT_VARIABLES)
     + "\n\nWith none of them set, the embedded fake server is used (no API key needed).\n"
     "OpenAI needs OPENAI_API_KEY; Azure needs AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY\n"
@@ -258,12 +259,18 @@ def _add_verbose(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _fill(text: str) -> str:
+    return textwrap.fill(text, width=88)
+
+
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="trio-realtime",
-        description="A Trio client for the OpenAI / Azure OpenAI Realtime API: one active "
-        "response at a time, nothing lost.",
+        description=_fill(
+            "A Trio client for the OpenAI / Azure OpenAI Realtime API: one active "
+            "response at a time, nothing lost."
+        ),
         epilog=_ENVIRONMENT_HELP,
         formatter_class=formatter,
     )
@@ -272,9 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="serve colliding requests one at a time, and explain the order",
-        description="Tool results, scripted messages, an interruption and responses the "
-        "server starts by itself all ask for the one response slot at once; the demo shows "
-        "them served one at a time, each request's wait, and why they ran in that order.",
+        description=_fill(
+            "Tool results, scripted messages, an interruption and responses the "
+            "server starts by itself all ask for the one response slot at once; the demo shows "
+            "them served one at a time, each request's wait, and why they ran in that order."
+        ),
         epilog=_ENVIRONMENT_HELP,
         formatter_class=formatter,
     )
@@ -284,9 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     chat = commands.add_parser(
         "chat",
         help="a text conversation in the terminal",
-        description="Read a line from stdin, send it as a user message, stream the "
-        "assistant's text to stdout. Ends on end of input (Ctrl-D) or /quit. The fake server "
-        "answers by echoing what you said.",
+        description=_fill(
+            "Read a line from stdin, send it as a user message, stream the "
+            "assistant's text to stdout. Ends on end of input (Ctrl-D) or /quit. The fake server "
+            "answers by echoing what you said."
+        ),
         epilog=_ENVIRONMENT_HELP,
         formatter_class=formatter,
     )
@@ -299,9 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench",
         help="run the quick benchmarks and print a table",
-        description="Run the benchmarks of a source checkout (benchmarks/*.py, --quick "
-        "mode unless --full), each against a local benchmark server, and print their key "
-        "figures as one table. Progress goes to stderr.",
+        description=_fill(
+            "Run the benchmarks of a source checkout (benchmarks/*.py, --quick "
+            "mode unless --full), each against a local benchmark server, and print their key "
+            "figures as one table. Progress goes to stderr."
+        ),
         epilog="The benchmarks are not part of the installed package: run this from a source "
         "checkout (or pass --benchmarks DIR).\n--plot needs the 'plot' extra: "
         "pip install 'trio-realtime[plot]'.\nThe throughput benchmark's openai and websockets "
