@@ -20,7 +20,8 @@ import pytest
 import trio
 import trio_websocket
 
-from trio_realtime._cli import main
+from trio_realtime import ConnectionLost, Endpoint
+from trio_realtime._cli import Target, describe_failure, main
 from trio_realtime.testing import open_fake_server
 
 KEY = "sk-test-secret-4242"
@@ -333,3 +334,23 @@ def test_very_verbose_shows_every_library(capsys: pytest.CaptureFixture[str]) ->
 def test_quiet_by_default(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_failure_messages_never_show_the_key() -> None:
+    target = Target(Endpoint.openai(KEY), "OPENAI_API_KEY")
+    quoted = ConnectionLost(f"the server refused the session (invalid_api_key): bad key {KEY}.")
+    message = describe_failure(quoted, target)
+    assert KEY not in message
+    assert message == (
+        "the server refused the session (invalid_api_key): bad key <redacted>.: "
+        "the server refused the API key in OPENAI_API_KEY"
+    )
+    assert describe_failure(ConnectionLost("connection lost"), target) == "connection lost"
+
+
+def test_verbose_failure_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "-v", "--url", f"ws://127.0.0.1:{free_port()}/"]) == 1
+    err = capsys.readouterr().err
+    assert "DEBUG trio_realtime._cli: the run failed\n" in err
+    assert "Traceback (most recent call last)" in err
+    assert err.splitlines()[-1].startswith("trio-realtime: could not connect")

@@ -32,6 +32,8 @@ from ._errors import ConnectionLost, RealtimeError
 
 __all__ = ["main"]
 
+logger = logging.getLogger(__name__)
+
 #: Exit statuses: the run failed (connection lost, a request failed), or it could not start
 #: (a bad command line, environment or endpoint).
 EXIT_FAILED = 1
@@ -156,16 +158,27 @@ def describe_failure(exc: BaseException, target: Target | None = None) -> str:
         # "all attempts to connect failed": say why the attempts failed.
         reasons = sorted({_reason(leaf) for leaf in _leaves(cause)})
         message = f"{message.split(': ExceptionGroup', 1)[0]}: {'; '.join(reasons)}"
-    if isinstance(exc, ConnectionLost) and any(
-        f"HTTP {status}" in message for status in (401, 403)
-    ):
+    refused = any(f"HTTP {status}" in message for status in (401, 403)) or (
+        "invalid_api_key" in message or getattr(exc, "code", None) == "invalid_api_key"
+    )
+    if isinstance(exc, ConnectionLost) and refused:
         variable = target.key_variable if target is not None else None
         if variable is None:
-            return (
-                f"{message}: the server wants an API key "
-                "(set OPENAI_API_KEY or AZURE_OPENAI_API_KEY)"
-            )
-        return f"{message}: the server refused the API key in {variable}"
+            message += ": the server wants an API key (set OPENAI_API_KEY or AZURE_OPENAI_API_KEY)"
+        else:
+            message += f": the server refused the API key in {variable}"
+    return _redact(message, target)
+
+
+def _redact(message: str, target: Target | None) -> str:
+    """Never show a credential, even one a server quoted back."""
+    if target is None or target.endpoint is None:
+        return message
+    for name, value in target.endpoint.headers:
+        if name.lower() in ("authorization", "api-key"):
+            secret = value.removeprefix("Bearer ").strip()
+            if secret:
+                message = message.replace(secret, "<redacted>")
     return message
 
 
@@ -228,6 +241,7 @@ def run_async(
         ]
         if not known or len(known) != len(leaves):
             raise
+        logger.debug("the run failed", exc_info=exc)  # the traceback, with -v
         sys.stderr.write(f"trio-realtime: {describe_failure(known[0], target)}\n")
         return EXIT_USAGE if isinstance(known[0], ValueError) else EXIT_FAILED
 
