@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from collections.abc import Mapping
 from typing import Any, Literal, TextIO
 
@@ -86,6 +87,16 @@ class _ServerResponse:
     started_at: float
     ended_at: float | None = None
     status: str | None = None
+
+
+_INTRO = (
+    "Only one response may be active in a Realtime conversation at a time. Here a user question "
+    "(the model will call two tools), a hold message (priority 1) and a reminder (priority 0) "
+    "are queued at once, and 5 ms later an interruption (priority 5){vad}. trio-realtime sends "
+    "each response.create when the slot is free: higher priority first, equal priorities first "
+    "come, first served. The timeline shows what the server did, in order:"
+)
+_VAD = "; meanwhile the user speaks and voice activity detection starts two responses by itself"
 
 
 def _say(text: str) -> dict[str, Any]:
@@ -245,6 +256,10 @@ class _Demo:
             )
             if row.text:
                 out.write(f"      \u2514 {row.text[:70]!r}\n")
+        out.write(
+            "    (wait: from queued to its response.create sent; tries: how many times it was "
+            "sent)\n"
+        )
         surfaced = sum(
             1
             for row in self.rows
@@ -359,15 +374,9 @@ def _numbers(numbers: list[int]) -> str:
     return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
 
 
-def _wrap(note: str, width: int = 96) -> str:
-    words, lines, line = note.split(), [], "  -"
-    for word in words:
-        if len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = "   "
-        line += " " + word
-    lines.append(line)
-    return "\n".join(lines) + "\n"
+def _wrap(note: str, width: int = 96, bullet: str = "  - ") -> str:
+    indent = " " * len(bullet)
+    return textwrap.fill(note, width, initial_indent=bullet, subsequent_indent=indent) + "\n"
 
 
 async def _play(demo: _Demo, *, fake_server: Any = None) -> None:
@@ -412,6 +421,7 @@ async def _play(demo: _Demo, *, fake_server: Any = None) -> None:
 
 
 async def _run(session: RealtimeSession, out: TextIO, fake_server: Any = None) -> int:
+    out.write(_wrap(_INTRO.format(vad=_VAD if fake_server is not None else ""), bullet="") + "\n")
     async with session.subscribe() as events, trio.open_nursery() as nursery:
         demo = _Demo(session, out)
         nursery.start_soon(demo.watch, events)
