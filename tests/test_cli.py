@@ -7,6 +7,7 @@ check what a user sees: the exit status, one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import argparse
 import io
 import logging
 import os
@@ -21,7 +22,7 @@ import trio
 import trio_websocket
 
 from trio_realtime import ConnectionLost, Endpoint
-from trio_realtime._cli import Target, describe_failure, main
+from trio_realtime._cli import Target, UsageError, describe_failure, main, resolve_target
 from trio_realtime.testing import open_fake_server
 
 KEY = "sk-test-secret-4242"
@@ -354,3 +355,50 @@ def test_verbose_failure_shows_the_traceback(capsys: pytest.CaptureFixture[str])
     assert "DEBUG trio_realtime._cli: the run failed\n" in err
     assert "Traceback (most recent call last)" in err
     assert err.splitlines()[-1].startswith("trio-realtime: could not connect")
+
+
+def _args(url: str | None = None, *, fake: bool = False, beta: bool = False) -> argparse.Namespace:
+    return argparse.Namespace(url=url, fake=fake, beta=beta)
+
+
+@pytest.mark.parametrize(
+    ("url", "env", "headers", "variable"),
+    [
+        (
+            "wss://api.openai.com/v1/realtime?model=m",
+            {"OPENAI_API_KEY": KEY, "AZURE_OPENAI_API_KEY": "other"},
+            {"Authorization": f"Bearer {KEY}"},
+            "OPENAI_API_KEY",
+        ),
+        (
+            "wss://res.openai.azure.com/openai/v1/realtime?model=d",
+            {"OPENAI_API_KEY": "other", "AZURE_OPENAI_API_KEY": KEY},
+            {"api-key": KEY},
+            "AZURE_OPENAI_API_KEY",
+        ),
+        ("ws://127.0.0.1:9/v1/realtime", {}, {}, None),  # loopback: no key needed
+    ],
+)
+def test_url_takes_the_key_its_host_needs(
+    url: str, env: dict[str, str], headers: dict[str, str], variable: str | None
+) -> None:
+    target = resolve_target(_args(url), env)
+    assert target.endpoint is not None
+    assert target.endpoint.url == url
+    assert dict(target.endpoint.headers) == headers
+    assert target.key_variable == variable
+    beta = resolve_target(_args(url, beta=True), env)
+    assert beta.endpoint is not None
+    assert dict(beta.endpoint.headers) == {**headers, "OpenAI-Beta": "realtime=v1"}
+
+
+def test_environment_or_fake_server() -> None:
+    assert resolve_target(_args(), {}).fake
+    assert resolve_target(_args(), {"OPENAI_REALTIME_MODEL": "m"}).fake  # no credential named
+    assert resolve_target(_args(fake=True), {"OPENAI_API_KEY": KEY}).fake
+    target = resolve_target(_args(beta=True), {"OPENAI_API_KEY": KEY})
+    assert target.endpoint is not None
+    assert target.key_variable == "OPENAI_API_KEY"
+    assert dict(target.endpoint.headers)["OpenAI-Beta"] == "realtime=v1"
+    with pytest.raises(UsageError, match="exclude each other"):
+        resolve_target(_args("ws://127.0.0.1:9/", fake=True), {})
