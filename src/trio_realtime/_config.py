@@ -34,16 +34,14 @@ def _seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -
         raise ValueError(f"{attribute.name} must be > 0 seconds, got {value!r}")
 
 
-def _flag(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _flag(name: str, value: object) -> None:
     if not isinstance(value, bool):
-        raise TypeError(f"{attribute.name} must be True or False, got {_describe(value)}")
+        raise TypeError(f"{name} must be True or False, got {_describe(value)}")
 
 
-def _ssl_context(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _ssl_context(name: str, value: object) -> None:
     if value is not None and not isinstance(value, ssl.SSLContext):
-        raise TypeError(
-            f"{attribute.name} must be an ssl.SSLContext or None, got {type(value).__name__}"
-        )
+        raise TypeError(f"{name} must be an ssl.SSLContext or None, got {type(value).__name__}")
 
 
 @attrs.frozen(kw_only=True)
@@ -72,7 +70,7 @@ class SessionConfig:
     #: Closing the WebSocket gracefully before the connection is simply dropped.
     close_timeout: float = attrs.field(default=2.0, validator=_seconds)
     #: Whether out-of-band responses (``"conversation": "none"``) wait for the slot too.
-    out_of_band_takes_slot: bool = attrs.field(default=False, validator=_flag)
+    out_of_band_takes_slot: bool = False
     #: Events each subscriber or ticket iterator may fall behind before it is cut off.
     event_buffer: int = attrs.field(default=4096, validator=_count)
     #: Client events ``send()`` may have waiting for the writer before it blocks.
@@ -82,9 +80,13 @@ class SessionConfig:
     #: Receive buffer of the WebSocket; 64 KiB measured about 2x faster than 4 KiB on audio deltas.
     receive_buffer_size: int = attrs.field(default=64 * 1024, validator=_count)
     #: Send credentials over plain ``ws://`` to a host that is not loopback.
-    allow_insecure: bool = attrs.field(default=False, validator=_flag)
+    allow_insecure: bool = False
     #: TLS settings for ``wss://`` (e.g. a private CA); None: the system's trust store, with
     #: certificate and host name verification.
-    ssl_context: ssl.SSLContext | None = attrs.field(
-        default=None, eq=False, repr=False, validator=_ssl_context
-    )
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # The fields without a validator of their own: flags and the TLS context.
+        for name in ("out_of_band_takes_slot", "allow_insecure"):
+            _flag(name, getattr(self, name))
+        _ssl_context("ssl_context", self.ssl_context)
