@@ -124,3 +124,50 @@ def test_a_failing_benchmark_is_reported(
 def test_results_it_cannot_read_become_a_row_saying_so() -> None:
     [row] = summary_rows("handoff", {"results": {"contenders": {}}})
     assert row[:3] == ["handoff", "(results not understood)", "-"]
+
+
+def _latency(p50: float) -> dict[str, float]:
+    return {"n": 10, "p50": p50, "p99": 2 * p50, "p99_9": 3 * p50, "max": 3 * p50, "mean": p50}
+
+
+def test_one_row_per_trio_realtime_contender() -> None:
+    handoff = {
+        "results": {
+            "contenders": {
+                "floor": _latency(100),
+                "seed": _latency(100_000),
+                "trio-realtime": _latency(150),
+                "trio-realtime (websockets)": _latency(120),
+            }
+        }
+    }
+    rows = summary_rows("handoff", handoff)
+    assert [row[1] for row in rows] == [
+        "response.done -> next response.create, p50 / p99",
+        "response.done -> next response.create, p50 / p99 [websockets]",
+    ]
+    assert rows[0][2] == "150 us / 300 us"
+    assert rows[1][3] == "floor 100 us / 200 us (1.20x / 1.20x); seed 100.0 ms (833x slower)"
+    rate = {"median_rate": 1000.0}
+    throughput = {
+        "results": {
+            "small": {
+                "contenders": {
+                    "trio-websocket raw (64 KiB)": {"median_rate": 2000.0},
+                    "trio-realtime subscriber (trio-websocket)": rate,
+                    "openai AsyncRealtimeConnection": {"median_rate": 500.0},
+                }
+            }
+        }
+    }
+    assert summary_rows("throughput", throughput) == [
+        [
+            "throughput",
+            "events/s, small [trio-websocket]",
+            "1,000",
+            "raw trio-websocket 0.50x; openai 2.00x",
+        ]
+    ]
+    del handoff["results"]["contenders"]["trio-realtime"]
+    del handoff["results"]["contenders"]["trio-realtime (websockets)"]
+    assert summary_rows("handoff", handoff)[0][1] == "(results not understood)"
