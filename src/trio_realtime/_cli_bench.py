@@ -276,8 +276,9 @@ def draw_plot(path: Path, results: Mapping[str, Mapping[str, Any]], figure_class
     panels = latency_panels(results)
     if not panels:
         return False
-    figure = figure_class(figsize=(5.2 * len(panels), 4.6), layout="constrained")
-    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    widths = [max(3.0, 1.25 * len(contenders)) for _, _, contenders in panels]
+    figure = figure_class(figsize=(sum(widths) + 1, 4.8), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False, width_ratios=widths)[0]
     levels = [
         ("mean", "mean", "_", "#55a868"),
         ("p50", "p50 (median)", "o", "#4c72b0"),
@@ -302,7 +303,10 @@ def draw_plot(path: Path, results: Mapping[str, Mapping[str, Any]], figure_class
             )
         ax.set_xticks(
             range(len(names)),
-            [f"{name}\n(n={int(contenders[name]['n'])})" for name in names],
+            [
+                f"{name.replace(' (', chr(10) + '(')}\nn={int(contenders[name]['n'])}"
+                for name in names
+            ],
             fontsize=8,
         )
         ax.set_xlim(-0.6, len(names) - 0.4)
