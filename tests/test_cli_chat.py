@@ -12,7 +12,7 @@ import trio
 
 from trio_realtime._cli import main
 from trio_realtime._cli_chat import watch_errors
-from trio_realtime.testing import open_fake_server
+from trio_realtime.testing import Behavior, Script, open_fake_server
 
 
 @pytest.fixture(autouse=True)
@@ -112,3 +112,18 @@ async def test_server_errors_are_shown_and_a_fatal_one_ends_the_chat() -> None:
         "trio-realtime: server error (invalid_value): Invalid value: 'x'.\n"
         "trio-realtime: server error (invalid_api_key): Incorrect API key provided.\n"
     )
+
+
+async def test_a_failed_response_is_reported_and_the_chat_goes_on(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replies = iter([Script(text="Partial answer", status="failed"), Script(text="Fine.")])
+    behavior = Behavior(script=lambda body: next(replies))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first\nsecond\n"))
+    with trio.fail_after(30):
+        async with open_fake_server(behavior=behavior) as server:
+            status = await trio.to_thread.run_sync(main, ["chat", "--url", server.url])
+    assert status == 1
+    captured = capsys.readouterr()
+    assert captured.out == "Partial answer\nFine.\n"
+    assert captured.err == "trio-realtime: the response ended failed\n"

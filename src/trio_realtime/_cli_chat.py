@@ -14,8 +14,10 @@ from typing import Any, TextIO
 import trio
 
 from ._cli import EXIT_FAILED, Target
-from ._errors import RealtimeError
+from ._errors import ConnectionLost, RealtimeError, SessionClosed
+from ._result import ResponseResult
 from ._session import RealtimeSession, open_session
+from ._ticket import ResponseTicket
 
 __all__ = ["run_chat"]
 
@@ -72,6 +74,26 @@ async def watch_errors(
             return
 
 
+async def _stream_reply(ticket: ResponseTicket, out: TextIO) -> ResponseResult:
+    """Write the response's text as it arrives (its audio transcript if it has no text)."""
+    transcript = ""
+    wrote = False
+    async for event in ticket.events():
+        kind = event.get("type")
+        if kind in _TEXT_DELTAS:
+            out.write(str(event.get("delta", "")))
+            out.flush()
+            wrote = True
+        elif kind in _TRANSCRIPT_DELTAS:
+            transcript += str(event.get("delta", ""))
+    result = await ticket.wait_done()
+    if not wrote and transcript:
+        out.write(transcript)
+    out.write("\n")
+    out.flush()
+    return result
+
+
 async def converse(
     session: RealtimeSession,
     stdin: TextIO,
@@ -100,28 +122,19 @@ async def converse(
                 on_user_line(line)
             await session.send(_user_message(line))
             ticket = session.request_response(dict(response))
-            transcript = ""
-            wrote = False
-            async for event in ticket.events():
-                kind = event.get("type")
-                if kind in _TEXT_DELTAS:
-                    out.write(str(event.get("delta", "")))
-                    out.flush()
-                    wrote = True
-                elif kind in _TRANSCRIPT_DELTAS:
-                    transcript += str(event.get("delta", ""))
-            if not wrote and transcript:
-                out.write(transcript)
-            out.write("\n")
-            out.flush()
             try:
-                result = await ticket.wait_done()
-            except RealtimeError as exc:
+                result = await _stream_reply(ticket, out)
+            except (ConnectionLost, SessionClosed):
+                raise
+            except RealtimeError as exc:  # rejected or timed out: the conversation goes on
+                out.write("\n")
                 err.write(f"trio-realtime: the response failed: {exc}\n")
                 status = EXIT_FAILED
                 continue
             if result.status != "completed":
                 err.write(f"trio-realtime: the response ended {result.status}\n")
+                if result.status == "failed":
+                    status = EXIT_FAILED
         nursery.cancel_scope.cancel()
     if fatal:
         err.write(f"trio-realtime: the server ended the conversation ({fatal[0]})\n")
