@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 
 from trio_realtime import Endpoint
@@ -86,3 +89,175 @@ def test_from_env_names_what_is_missing_but_never_a_value() -> None:
     assert KEY not in str(info.value)
     with pytest.raises(LookupError, match="OPENAI_API_KEY"):
         Endpoint.from_env({})
+
+
+# ---------------------------------------------------------------- checked at construction
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("", "url is empty"),
+        ("   ", "url is empty"),
+        ("not a url", r"must start with ws:// or wss:// \(got no scheme\)"),
+        ("https://api.openai.com/v1/realtime", "not https://"),
+        ("ftp://host/x", r"got ftp:"),
+        ("ws:/host", "must start with ws:// or wss://"),
+        ("ws://", "no host"),
+        ("wss:///v1/realtime", "no host"),
+        ("ws://[::1", "malformed"),
+        ("ws://127.0.0.1:99999/", "port must be a number from 1 to 65535"),
+        ("ws://127.0.0.1:0/", "port must be a number from 1 to 65535"),
+        ("ws://127.0.0.1:abc/", "port must be a number from 1 to 65535"),
+        ("ws://127.0.0.1:/", "port must be a number from 1 to 65535"),
+        ("ws://a host/", "whitespace"),
+        ("wss://api.openai.com/v1/realtime\n", "whitespace"),
+        ("ws://ho<st/", "invalid host name"),
+        ("wss://user:pass@host/", "user:password@"),
+    ],
+)
+def test_unusable_urls_are_refused_at_construction(url: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem) as info:
+        Endpoint(url)
+    assert str(info.value).startswith("url ")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ws://127.0.0.1:8080/v1/realtime",
+        "wss://api.openai.com/v1/realtime?model=gpt-realtime",
+        "ws://[::1]:8080/",
+        "ws://localhost",
+        "WSS://EXAMPLE.com/x",
+        "wss://xn--bcher-kva.example/",
+    ],
+)
+def test_usable_urls(url: str) -> None:
+    assert Endpoint(url).url == url
+
+
+def test_url_must_be_a_str() -> None:
+    with pytest.raises(TypeError, match="url must be a str"):
+        Endpoint(b"ws://x/")  # type: ignore[arg-type]
+
+
+def test_url_errors_never_quote_the_url() -> None:
+    # A key pasted where the URL goes must not be echoed back.
+    with pytest.raises(ValueError, match="url") as info:
+        Endpoint(KEY)
+    assert KEY not in str(info.value)
+    with pytest.raises(ValueError, match="port") as info:
+        Endpoint(f"wss://h:99999/?api-key={KEY}")
+    assert KEY not in str(info.value)
+
+
+def test_key_in_the_url_query_is_redacted_and_counts_as_a_credential() -> None:
+    endpoint = Endpoint(f"wss://res.openai.azure.com/openai/realtime?api-key={KEY}&deployment=d")
+    assert KEY not in repr(endpoint)
+    assert "api-key=<redacted>" in repr(endpoint)
+    assert "deployment=d" in repr(endpoint)
+    assert endpoint.has_credentials
+
+
+@pytest.mark.parametrize(
+    ("headers", "error", "problem"),
+    [
+        ({"Bad Name": "v"}, ValueError, "invalid header name"),
+        ({"": "v"}, ValueError, "invalid header name"),
+        ({"X-Api-Key": f"{KEY}\r\nX-Evil: 1"}, ValueError, "line break"),
+        ({"X-Count": 1}, TypeError, "must be str"),
+        ([("a", "b", "c")], TypeError, "pairs"),
+    ],
+)
+def test_bad_headers(headers: Any, error: type[Exception], problem: str) -> None:
+    with pytest.raises(error, match=problem) as info:
+        Endpoint("wss://x/", headers)
+    assert KEY not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("", "api_key is empty"),
+        ("  ", "api_key is empty"),
+        (f"{KEY}\n", "api_key contains whitespace"),
+        (f" {KEY}", "api_key contains whitespace"),
+    ],
+)
+def test_openai_key_is_checked(key: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem) as info:
+        Endpoint.openai(key)
+    assert KEY not in str(info.value)
+
+
+def test_openai_key_type_and_model() -> None:
+    with pytest.raises(TypeError, match="api_key must be a str"):
+        Endpoint.openai(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="model is empty"):
+        Endpoint.openai(KEY, model="")
+    with pytest.raises(ValueError, match="url must start"):
+        Endpoint.openai(KEY, url="api.openai.com/v1/realtime")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"endpoint": "", "deployment": "rt", "api_key": KEY}, "endpoint is empty"),
+        ({"endpoint": "my res", "deployment": "rt", "api_key": KEY}, "endpoint contains"),
+        ({"endpoint": "ftp://r.example", "deployment": "rt", "api_key": KEY}, "https://"),
+        ({"endpoint": "https://", "deployment": "rt", "api_key": KEY}, "endpoint has no host"),
+        ({"endpoint": "https://r.example:99999", "deployment": "rt", "api_key": KEY}, "port"),
+        ({"endpoint": "https://[::1", "deployment": "rt", "api_key": KEY}, "malformed"),
+        ({"endpoint": "myres", "deployment": "", "api_key": KEY}, "deployment is empty"),
+        ({"endpoint": "myres", "deployment": "rt", "api_key": ""}, "api_key is empty"),
+        ({"endpoint": "myres", "deployment": "rt", "token": ""}, "token is empty"),
+        (
+            {"endpoint": "myres", "deployment": "rt", "api_key": KEY, "api_version": ""},
+            "api_version",
+        ),
+    ],
+)
+def test_azure_arguments_are_checked(kwargs: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem) as info:
+        Endpoint.azure(**kwargs)
+    assert KEY not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"OPENAI_API_KEY": "  "}, "OPENAI_API_KEY is empty"),
+        ({"OPENAI_API_KEY": f"{KEY}\n"}, "OPENAI_API_KEY contains whitespace"),
+        (
+            {
+                "AZURE_OPENAI_ENDPOINT": "https://[res",
+                "AZURE_OPENAI_API_KEY": KEY,
+                "AZURE_OPENAI_DEPLOYMENT": "d",
+            },
+            "AZURE_OPENAI_ENDPOINT: endpoint is malformed",
+        ),
+        (
+            {
+                "AZURE_OPENAI_ENDPOINT": "res",
+                "AZURE_OPENAI_API_KEY": f"{KEY} ",
+                "AZURE_OPENAI_DEPLOYMENT": "d",
+            },
+            "AZURE_OPENAI_API_KEY contains whitespace",
+        ),
+    ],
+)
+def test_from_env_names_the_malformed_variable(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem) as info:
+        Endpoint.from_env(env)
+    assert KEY not in str(info.value)
+
+
+def test_environment_variables_list_what_from_env_reads() -> None:
+    import inspect
+
+    from trio_realtime._endpoints import ENVIRONMENT_VARIABLES
+
+    source = inspect.getsource(Endpoint.from_env)
+    read = set(re.findall(r'"((?:OPENAI|AZURE_OPENAI)_[A-Z_]+)"', source))
+    assert read == {name for name, _ in ENVIRONMENT_VARIABLES}

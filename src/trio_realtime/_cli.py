@@ -1,266 +1,389 @@
 """The ``trio-realtime`` command line (``python -m trio_realtime``).
 
-``demo`` plays a scripted conversation in which tool results, scripted assistant messages,
-an interruption and responses the server starts by itself all ask for the one response slot
-at once, and shows them served one at a time with each request's wait. By default it runs
-against the embedded fake server (no API key); with ``--url`` or the usual environment
-variables it runs against the real service.
+Three commands: ``demo`` (colliding requests served one at a time, explained), ``chat`` (a
+text conversation in the terminal) and ``bench`` (the quick benchmarks as a table). ``demo``
+and ``chat`` run against the embedded fake server unless ``--url`` or the environment names a
+real endpoint.
+
+Everything the user should read goes to stdout (results) or stderr (progress, errors). A
+mistake in the command line, the environment or the endpoint ends in one line on stderr and a
+non-zero exit status, never a traceback; API keys never appear in either.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import ipaddress
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
+import textwrap
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal, TextIO
 
 import attrs
 import trio
+import trio_websocket
 
-from ._endpoints import Endpoint
-from ._errors import RealtimeError
-from ._session import RealtimeSession, open_session
-from ._ticket import ResponseTicket
+from ._endpoints import ENVIRONMENT_VARIABLES, Endpoint, _check_text
+from ._errors import ConnectionLost, RealtimeError
 
 __all__ = ["main"]
 
-_TEXT_DELTAS = frozenset(
-    {
-        "response.output_text.delta",
-        "response.text.delta",
-        "response.output_audio_transcript.delta",
-        "response.audio_transcript.delta",
-    }
+logger = logging.getLogger(__name__)
+
+#: Exit statuses: the run failed (connection lost, a request failed), or it could not start
+#: (a bad command line, environment or endpoint).
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: Variables that name a real endpoint; when none is set, demo and chat use the fake server.
+_ENDPOINT_VARIABLES = (
+    "OPENAI_API_KEY",
+    "AZURE_OPENAI_ENDPOINT",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_DEPLOYMENT",
 )
-_TOOLS = [
-    {
-        "type": "function",
-        "name": "get_weather",
-        "description": "Current weather for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-    {
-        "type": "function",
-        "name": "get_time",
-        "description": "Current local time for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-]
-_TOOL_RESULTS = {
-    "get_weather": {"city": "Oslo", "sky": "clear", "celsius": 4},
-    "get_time": {"city": "Oslo", "time": "09:41"},
-}
+
+_ENVIRONMENT_HELP = "environment variables (not read with --fake):\n" + (
+    "\n".join(f"  {name:<26}{meaning}" for name, meaning in ENVIRONMENT_VARIABLES)
+    + "\n\nWith none of them set, the embedded fake server is used (no API key needed).\n"
+    "OpenAI needs OPENAI_API_KEY; Azure needs AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY\n"
+    "and AZURE_OPENAI_DEPLOYMENT (Azure wins when both are set). With --url, the key is\n"
+    "AZURE_OPENAI_API_KEY for an *.azure.com host, else OPENAI_API_KEY."
+)
 
 
-@attrs.define
-class _Row:
-    label: str
-    ticket: ResponseTicket
-    text: str = ""
+class UsageError(Exception):
+    """A bad command line, environment or endpoint: reported in one line, exit status 2."""
 
 
-class _Demo:
-    def __init__(self, session: RealtimeSession, out: TextIO) -> None:
-        self.session = session
-        self.out = out
-        self.rows: list[_Row] = []
-        self.started = trio.current_time()
+@attrs.frozen
+class Target:
+    """Where demo and chat connect: None for the embedded fake server."""
 
-    def log(self, message: str) -> None:
-        elapsed = (trio.current_time() - self.started) * 1000
-        self.out.write(f"{elapsed:8.1f} ms  {message}\n")
-        self.out.flush()
+    endpoint: Endpoint | None
+    #: The variable the credential came from (for a hint when the server refuses it).
+    key_variable: str | None = None
+    beta: bool = False
 
-    async def track(self, label: str, ticket: ResponseTicket) -> Mapping[str, Any] | None:
-        """Collect a ticket's text; return its final response (None if it failed)."""
-        row = _Row(label, ticket)
-        self.rows.append(row)
-        events = ticket.events()
-        self.log(f"queued     {label} (priority {ticket.priority})")
-        try:
-            async for event in events:
-                if event["type"] == "response.created":
-                    self.log(f"started    {label}")
-                elif event["type"] in _TEXT_DELTAS:
-                    row.text += str(event.get("delta", ""))
-            result = await ticket.wait_done()
-        except RealtimeError as exc:
-            self.log(f"FAILED     {label}: {exc}")
-            return None
-        self.log(f"{result.status:<10} {label}")
-        return result.response
+    @property
+    def fake(self) -> bool:
+        return self.endpoint is None
 
-    async def tool_turn(self, instructions: str) -> None:
-        ticket = self.session.request_response({"instructions": instructions, "tools": _TOOLS})
-        response = await self.track("user question (model calls tools)", ticket)
-        calls = [
-            item
-            for item in (response or {}).get("output", [])
-            if isinstance(item, Mapping) and item.get("type") == "function_call"
-        ]
-        if not calls:
-            return
-        follow_up: ResponseTicket | None = None
-        for call in calls:
-            self.log(f"tool       {call['name']}({call.get('arguments', '')}) -> result sent")
-            result = _TOOL_RESULTS.get(call["name"], {"error": "unknown tool"})
-            follow_up = await self.session.send_function_result(call["call_id"], json.dumps(result))
-        assert follow_up is not None
-        await self.track(f"answer from {len(calls)} tool results (one response)", follow_up)
-
-    async def say(self, label: str, text: str, priority: int = 0) -> None:
-        await self.track(label, await self.session.say(text, priority=priority))
-
-    def report(self, server_stats: Any = None) -> int:
-        out = self.out
-        stats = self.session.statistics()
-        out.write(
-            "\n  # request                                        prio   wait ms  tries  status\n"
-        )
-        for n, row in enumerate(self.rows, 1):
-            ticket, timings = row.ticket, row.ticket.timings
-            wait = (
-                f"{timings.queue_wait * 1000:8.1f}"
-                if timings.queue_wait is not None
-                else "       -"
-            )
-            status = ticket.result.status if ticket.result else ticket.state.value
-            out.write(
-                f"{n:>3} {row.label[:46]:<46} {ticket.priority:>4} {wait}  {timings.attempts:>5}"
-                f"  {status}\n"
-            )
-            if row.text:
-                out.write(f"      \u2514 {row.text[:70]!r}\n")
-        surfaced = sum(
-            1
-            for row in self.rows
-            if row.ticket.error is not None and "active response" in str(row.ticket.error)
-        )
-        out.write(
-            f"\nrequests {len(self.rows)}, completed {stats.completed}, "
-            f"rejections surfaced to the app {surfaced}, "
-            f"conflicts absorbed and retried {stats.conflicts_absorbed}, "
-            f"server-started responses {stats.server_started}\n"
-        )
-        if server_stats is not None:
-            out.write(
-                "fake server: most in-band responses active at once "
-                f"{server_stats.max_in_band_active}, rejections sent "
-                f"{server_stats.rejections_sent}\n"
-            )
-        failed = [row for row in self.rows if row.ticket.error is not None]
-        return 1 if failed or surfaced else 0
+    @property
+    def dialect(self) -> Literal["ga", "beta"]:
+        return "beta" if self.beta else "ga"
 
 
-async def _play(demo: _Demo, *, fake_server: Any = None) -> None:
-    """The scenario: everything asks for the slot at once."""
-
-    async def voice_activity() -> None:
-        # The user speaks while the assistant is busy: the server starts responses itself.
-        for _ in range(2):
-            await fake_server.start_response()
-            demo.log("server     voice activity started a response by itself")
-            await trio.sleep(0.01)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(demo.tool_turn, "What is the weather and time in Oslo? Use the tools.")
-        nursery.start_soon(demo.say, "scripted: hold message", "One moment while I check.", 1)
-        nursery.start_soon(demo.say, "scripted: reminder", "Your table is booked for eight.")
-        if fake_server is not None:
-            nursery.start_soon(voice_activity)
-        await trio.sleep(0.005)
-        nursery.start_soon(demo.say, "interruption", "Sorry to interrupt: your taxi is here.", 5)
+# ---------------------------------------------------------------- endpoints
 
 
-async def _demo_fake(out: TextIO, dialect: str) -> int:
-    from .testing import Behavior, FunctionCall, Script, default_script, open_fake_server
-
-    def script(body: Mapping[str, Any]) -> Script:
-        if body.get("tools"):
-            return Script(
-                text=None,
-                function_calls=(
-                    FunctionCall("get_weather", '{"city": "Oslo"}'),
-                    FunctionCall("get_time", '{"city": "Oslo"}'),
-                ),
-            )
-        if "weather" in json.dumps(body.get("input") or "") or body.get("instructions") is None:
-            return Script(text="It is 4 degrees and clear in Oslo, and it is 09:41.")
-        return default_script(body)
-
-    behavior = Behavior(delta_delay=0.002, script=script)
-    async with open_fake_server(
-        dialect="beta" if dialect == "beta" else "ga", behavior=behavior
-    ) as server:
-        out.write(f"fake Realtime server ({dialect}) on {server.url}\n\n")
-        async with open_session(server.url) as session:
-            demo = _Demo(session, out)
-            await _play(demo, fake_server=server)
-            return demo.report(server.statistics())
-
-
-async def _demo_live(out: TextIO, endpoint: Endpoint, beta: bool) -> int:
-    out.write(f"live service: {endpoint.url.split('?')[0]}\n\n")
-    async with open_session(endpoint) as session:
-        modalities = {"modalities": ["text"]} if beta else {"output_modalities": ["text"]}
-        session_body: dict[str, Any] = {**modalities, "tools": _TOOLS}
-        if not beta:
-            session_body["type"] = "realtime"
-        await session.send({"type": "session.update", "session": session_body})
-        demo = _Demo(session, out)
-        await _play(demo)
-        return demo.report()
-
-
-def _live_endpoint(args: argparse.Namespace) -> Endpoint | None:
-    if args.fake:
-        return None
-    if args.url:
-        headers: dict[str, str] = {}
-        if "azure" in args.url and os.environ.get("AZURE_OPENAI_API_KEY"):
-            headers["api-key"] = os.environ["AZURE_OPENAI_API_KEY"]
-        elif os.environ.get("OPENAI_API_KEY"):
-            headers["Authorization"] = f"Bearer {os.environ['OPENAI_API_KEY']}"
-        if args.beta:
-            headers["OpenAI-Beta"] = "realtime=v1"
-        return Endpoint(args.url, headers)
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
     try:
-        return Endpoint.from_env()
-    except LookupError:
-        return None
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_target(args: argparse.Namespace, environ: Mapping[str, str]) -> Target:
+    """The endpoint that ``--fake``, ``--url`` and the environment name.
+
+    Raises :class:`UsageError` with a one-line explanation (never a credential).
+    """
+    beta = bool(args.beta)
+    if args.fake and args.url is not None:
+        raise UsageError("--fake and --url exclude each other")
+    if args.fake:
+        return Target(None, beta=beta)
+    if args.url is not None:
+        return _url_target(args.url, environ, beta)
+    if not any(environ.get(name) for name in _ENDPOINT_VARIABLES):
+        return Target(None, beta=beta)
+    try:
+        endpoint = Endpoint.from_env(environ)
+    except (LookupError, ValueError) as exc:
+        raise UsageError(f"{exc} (or use --fake for the embedded fake server)") from None
+    variable = "AZURE_OPENAI_API_KEY" if environ.get("AZURE_OPENAI_ENDPOINT") else "OPENAI_API_KEY"
+    if beta:
+        endpoint = Endpoint(endpoint.url, (*endpoint.headers, ("OpenAI-Beta", "realtime=v1")))
+    return Target(endpoint, variable, beta)
+
+
+def _url_target(url: str, environ: Mapping[str, str], beta: bool) -> Target:
+    try:
+        endpoint = Endpoint(url)
+    except ValueError as exc:
+        raise UsageError(f"--url: {exc}") from None
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    variable = "AZURE_OPENAI_API_KEY" if host.lower().endswith(".azure.com") else "OPENAI_API_KEY"
+    key = environ.get(variable) or None
+    headers: list[tuple[str, str]] = []
+    if key is not None:
+        try:
+            _check_text(key, variable)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        headers.append(
+            ("api-key", key)
+            if variable == "AZURE_OPENAI_API_KEY"
+            else ("Authorization", f"Bearer {key}")
+        )
+    elif not _is_loopback(host):
+        raise UsageError(f"no API key for {host}: set {variable}")
+    if key is not None and parts.scheme.lower() == "ws" and not _is_loopback(host):
+        raise UsageError(f"refusing to send {variable} over plain ws:// to {host}: use wss://")
+    if beta:
+        headers.append(("OpenAI-Beta", "realtime=v1"))
+    return Target(Endpoint(endpoint.url, headers), variable if key else None, beta)
+
+
+def describe_failure(exc: BaseException, target: Target | None = None) -> str:
+    """One line for a failed run, with a hint when the server refused the credential."""
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        # A rejection that carries a body escapes the transport untranslated (trio-websocket
+        # raises it from its reader task): say it as the transport would.
+        exc = ConnectionLost(f"handshake rejected: HTTP {exc.status_code}")
+    message = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, BaseExceptionGroup):
+        cause = cause.__cause__
+    if cause is not None and ": ExceptionGroup" in message:
+        # "all attempts to connect failed": say why the attempts failed.
+        reasons = sorted({_reason(leaf) for leaf in _leaves(cause)})
+        message = f"{message.split(': ExceptionGroup', 1)[0]}: {'; '.join(reasons)}"
+    refused = any(f"HTTP {status}" in message for status in (401, 403)) or (
+        "invalid_api_key" in message or getattr(exc, "code", None) == "invalid_api_key"
+    )
+    if isinstance(exc, ConnectionLost) and refused:
+        variable = target.key_variable if target is not None else None
+        if variable is None:
+            message += ": the server wants an API key (set OPENAI_API_KEY or AZURE_OPENAI_API_KEY)"
+        else:
+            message += f": the server refused the API key in {variable}"
+    return _redact(message, target)
+
+
+def _redact(message: str, target: Target | None) -> str:
+    """Never show a credential, even one a server quoted back."""
+    if target is None or target.endpoint is None:
+        return message
+    for name, value in target.endpoint.headers:
+        if name.lower() in ("authorization", "api-key"):
+            secret = value.removeprefix("Bearer ").strip()
+            if secret:
+                message = message.replace(secret, "<redacted>")
+    return message
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+# ---------------------------------------------------------------- logging
+
+
+@contextmanager
+def verbose_logging(verbosity: int, stream: TextIO) -> Iterator[None]:
+    """``-v``: the library's own DEBUG lines (the ``trio_realtime`` loggers); ``-vv``: every
+    library's, trio-websocket's frame-by-frame lines included. Restored afterwards."""
+    root = logging.getLogger()
+    ours = logging.getLogger("trio_realtime")
+    saved = (root.level, ours.level)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
+    ours.setLevel(logging.DEBUG if verbosity >= 1 else logging.NOTSET)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        ours.setLevel(saved[1])
+
+
+# ---------------------------------------------------------------- running
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def run_async(
+    function: Callable[..., Awaitable[int]], *args: Any, target: Target | None = None
+) -> int:
+    """``trio.run`` with the command line's error reporting: a failure is one line."""
+    try:
+        return trio.run(function, *args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BaseException as exc:
+        leaves = _leaves(exc)
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            return EXIT_INTERRUPTED
+        known = [
+            leaf
+            for leaf in leaves
+            if isinstance(
+                leaf, RealtimeError | ValueError | OSError | trio_websocket.ConnectionRejected
+            )
+        ]
+        if not known or len(known) != len(leaves):
+            raise
+        logger.debug("the run failed", exc_info=exc)  # the traceback, with -v
+        sys.stderr.write(f"trio-realtime: {describe_failure(known[0], target)}\n")
+        return EXIT_USAGE if isinstance(known[0], ValueError) else EXIT_FAILED
+
+
+# ---------------------------------------------------------------- the parser
+
+
+def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--fake", action="store_true", help="use the embedded fake server, whatever the environment"
+    )
+    where.add_argument(
+        "--url",
+        metavar="WS_URL",
+        help="a ws:// or wss:// Realtime URL, e.g. "
+        "wss://api.openai.com/v1/realtime?model=gpt-realtime (its key comes from the environment)",
+    )
+    parser.add_argument("--beta", action="store_true", help="speak the beta protocol")
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: the library's log lines on stderr; -vv: every library's (trio-websocket's too)",
+    )
+
+
+def _fill(text: str) -> str:
+    return textwrap.fill(text, width=88)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="trio-realtime",
+        description=_fill(
+            "A Trio client for the OpenAI / Azure OpenAI Realtime API: one active "
+            "response at a time, nothing lost."
+        ),
+        epilog=_ENVIRONMENT_HELP,
+        formatter_class=formatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="serve colliding requests one at a time, and explain the order",
+        description=_fill(
+            "Tool results, scripted messages, an interruption and responses the "
+            "server starts by itself all ask for the one response slot at once; the demo shows "
+            "them served one at a time, each request's wait, and why they ran in that order."
+        ),
+        epilog=_ENVIRONMENT_HELP,
+        formatter_class=formatter,
+    )
+    _add_endpoint_options(demo)
+    _add_verbose(demo)
+
+    chat = commands.add_parser(
+        "chat",
+        help="a text conversation in the terminal",
+        description=_fill(
+            "Read a line from stdin, send it as a user message, stream the "
+            "assistant's text to stdout. Ends on end of input (Ctrl-D) or /quit. The fake server "
+            "answers by echoing what you said."
+        ),
+        epilog=_ENVIRONMENT_HELP,
+        formatter_class=formatter,
+    )
+    _add_endpoint_options(chat)
+    chat.add_argument(
+        "--instructions", metavar="TEXT", help="instructions for every response (real endpoints)"
+    )
+    _add_verbose(chat)
+
+    bench = commands.add_parser(
+        "bench",
+        help="run the quick benchmarks and print a table",
+        description=_fill(
+            "Run the benchmarks of a source checkout (benchmarks/*.py, --quick "
+            "mode unless --full), each against a local benchmark server, and print their key "
+            "figures as one table. Progress goes to stderr."
+        ),
+        epilog="The benchmarks are not part of the installed package: run this from a source "
+        "checkout (or pass --benchmarks DIR).\n--plot needs the 'plot' extra: "
+        "pip install 'trio-realtime[plot]'.\nThe throughput benchmark's openai and websockets "
+        "contenders need the 'bench' extra.\n\nEnvironment: none of OPENAI_API_KEY, "
+        "AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY,\nAZURE_OPENAI_DEPLOYMENT is read: "
+        "everything runs on 127.0.0.1.",
+        formatter_class=formatter,
+    )
+    from ._cli_bench import BENCHMARKS
+
+    bench.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})",
+    )
+    bench.add_argument("--full", action="store_true", help="the full runs (minutes), not --quick")
+    bench.add_argument("--plot", metavar="FILE.png", help="draw the latency distributions here")
+    bench.add_argument("--json", metavar="PATH", help="write every benchmark's results here")
+    bench.add_argument(
+        "--benchmarks", metavar="DIR", help="the benchmarks folder (default: found by itself)"
+    )
+    _add_verbose(bench)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="trio-realtime", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="serve colliding requests one at a time")
-    demo.add_argument("--fake", action="store_true", help="use the embedded fake server")
-    demo.add_argument("--url", help="a Realtime wss:// URL (key from the environment)")
-    demo.add_argument("--beta", action="store_true", help="speak the beta protocol")
-    demo.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    endpoint = _live_endpoint(args)
+    """Run the command line; return the exit status."""
+    parser = build_parser()
     try:
-        if endpoint is None:
-            return trio.run(_demo_fake, sys.stdout, "beta" if args.beta else "ga")
-        return trio.run(_demo_live, sys.stdout, endpoint, args.beta)
-    except RealtimeError as exc:
-        sys.stderr.write(f"trio-realtime: {exc}\n")
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has already reported
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    with verbose_logging(args.verbose, sys.stderr):
+        try:
+            if args.command == "bench":
+                from ._cli_bench import run_bench
+
+                return run_bench(args)
+            target = resolve_target(args, os.environ)
+            if args.command == "demo":
+                from ._cli_demo import run_demo
+
+                return run_async(run_demo, target, sys.stdout, target=target)
+            from ._cli_chat import run_chat
+
+            return run_async(
+                run_chat,
+                target,
+                sys.stdin,
+                sys.stdout,
+                sys.stderr,
+                args.instructions,
+                target=target,
+            )
+        except UsageError as exc:
+            sys.stderr.write(f"trio-realtime: {exc}\n")
+            return EXIT_USAGE

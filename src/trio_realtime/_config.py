@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -14,42 +16,73 @@ if TYPE_CHECKING:
 __all__ = ["SessionConfig"]
 
 
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+def _describe(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _count(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """A whole number of things, at least 1 (``True`` is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int, got {_describe(value)}")
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
+
+
+def _seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """A duration in seconds: a real number (not a bool), > 0; ``math.inf`` means never."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{attribute.name} must be a number of seconds (int or float), got {_describe(value)}"
+        )
+    if math.isnan(value) or not float(value) > 0:
+        raise ValueError(f"{attribute.name} must be > 0 seconds, got {value!r}")
+
+
+def _flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {_describe(value)}")
+
+
+def _ssl_context(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, ssl.SSLContext):
+        raise TypeError(f"{name} must be an ssl.SSLContext or None, got {type(value).__name__}")
 
 
 @attrs.frozen(kw_only=True)
 class SessionConfig:
     """How a session queues, waits and recovers. Times are seconds (floats).
 
+    Every argument is checked when the config is made: a wrong type raises ``TypeError`` and
+    an out-of-range value ``ValueError``, each naming the argument. Counts are ints (>= 1),
+    times are real numbers of seconds (> 0; ``math.inf`` means no deadline), flags are bools.
+
     Only the session's own deadlines live here; to bound a call, wrap it in
     ``trio.fail_after`` / ``trio.move_on_after``.
     """
 
     #: Most requests that may wait in the queue (not yet sent); more raise ``QueueFull``.
-    max_queue: int = attrs.field(default=1024, validator=_positive)
+    max_queue: int = attrs.field(default=1024, validator=_count)
     #: A sent ``response.create`` that sees no ``response.created`` for this long fails with
     #: ``ResponseTimeout`` and frees the slot.
-    created_timeout: float = attrs.field(default=10.0, validator=_positive)
+    created_timeout: float = attrs.field(default=10.0, validator=_seconds)
     #: No server event of the active response for this long means it is stuck: it is cancelled.
-    response_timeout: float = attrs.field(default=30.0, validator=_positive)
+    response_timeout: float = attrs.field(default=30.0, validator=_seconds)
     #: After a cancel, how long to wait for ``response.done`` before the slot is force-released.
-    cancel_grace: float = attrs.field(default=5.0, validator=_positive)
+    cancel_grace: float = attrs.field(default=5.0, validator=_seconds)
     #: Opening the connection, up to and including the server's ``session.created``.
-    connect_timeout: float = attrs.field(default=15.0, validator=_positive)
+    connect_timeout: float = attrs.field(default=15.0, validator=_seconds)
     #: Closing the WebSocket gracefully before the connection is simply dropped.
-    close_timeout: float = attrs.field(default=2.0, validator=_positive)
+    close_timeout: float = attrs.field(default=2.0, validator=_seconds)
     #: Whether out-of-band responses (``"conversation": "none"``) wait for the slot too.
     out_of_band_takes_slot: bool = False
     #: Events each subscriber or ticket iterator may fall behind before it is cut off.
-    event_buffer: int = attrs.field(default=4096, validator=_positive)
+    event_buffer: int = attrs.field(default=4096, validator=_count)
     #: Client events ``send()`` may have waiting for the writer before it blocks.
-    send_buffer: int = attrs.field(default=256, validator=_positive)
+    send_buffer: int = attrs.field(default=256, validator=_count)
     #: Largest server message accepted, in bytes.
-    max_message_size: int = attrs.field(default=32 * 1024 * 1024, validator=_positive)
+    max_message_size: int = attrs.field(default=32 * 1024 * 1024, validator=_count)
     #: Receive buffer of the WebSocket; 64 KiB measured about 2x faster than 4 KiB on audio deltas.
-    receive_buffer_size: int = attrs.field(default=64 * 1024, validator=_positive)
+    receive_buffer_size: int = attrs.field(default=64 * 1024, validator=_count)
     #: Send credentials over plain ``ws://`` to a host that is not loopback.
     allow_insecure: bool = False
     #: The WebSocket library: ``"trio-websocket"`` (the default, a core dependency) or
@@ -67,3 +100,9 @@ class SessionConfig:
     #: TLS settings for ``wss://`` (e.g. a private CA); None: the system's trust store, with
     #: certificate and host name verification.
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # The fields without a validator of their own: flags and the TLS context.
+        for name in ("out_of_band_takes_slot", "allow_insecure"):
+            _flag(name, getattr(self, name))
+        _ssl_context("ssl_context", self.ssl_context)

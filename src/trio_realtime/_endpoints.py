@@ -6,24 +6,119 @@ of credential headers, so it can be logged safely.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import urllib.parse
 from collections.abc import Iterable, Mapping
 
 import attrs
 
-__all__ = ["Endpoint"]
+__all__ = ["ENVIRONMENT_VARIABLES", "Endpoint"]
+
+#: Every variable :meth:`Endpoint.from_env` reads, with what it is for.
+ENVIRONMENT_VARIABLES: tuple[tuple[str, str], ...] = (
+    ("OPENAI_API_KEY", "OpenAI API key"),
+    ("OPENAI_REALTIME_MODEL", "OpenAI model (default gpt-realtime)"),
+    ("AZURE_OPENAI_ENDPOINT", "Azure resource, https://<resource>.openai.azure.com"),
+    ("AZURE_OPENAI_API_KEY", "Azure API key"),
+    ("AZURE_OPENAI_DEPLOYMENT", "Azure deployment name"),
+    ("AZURE_OPENAI_API_VERSION", "Azure preview API version (default: the GA URL)"),
+)
 
 _SECRET_HEADERS = frozenset({"authorization", "api-key", "openai-api-key", "x-api-key"})
+#: Query parameters that carry a credential (Azure accepts ``api-key`` in the URL).
+_SECRET_PARAMS = frozenset({"api-key", "api_key", "key", "token", "access_token", "authorization"})
 _OPENAI_URL = "wss://api.openai.com/v1/realtime"
 _DEFAULT_MODEL = "gpt-realtime"
+#: Characters a host name may hold (besides letters and digits, any script).
+_HOST_CHARS = frozenset("-._~%")
+#: Characters an HTTP header name may hold (RFC 9110 token), besides ASCII letters and digits.
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~")
+
+
+def _has_space_or_control(text: str) -> bool:
+    return any(ch.isspace() or not ch.isprintable() for ch in text)
+
+
+def _check_text(value: object, name: str) -> str:
+    """A non-empty, single-line string; errors name ``name``, never quote the value."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{name} is empty")
+    if _has_space_or_control(value):
+        raise ValueError(
+            f"{name} contains whitespace or control characters (a newline copied along with it?)"
+        )
+    return value
+
+
+def _check_url(url: object) -> None:
+    """Raise ``ValueError`` (``TypeError`` for a non-str) unless ``url`` is a usable
+    ``ws://`` / ``wss://`` URL. The message names the problem, never the URL (it may hold a
+    key in its query)."""
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, got {type(url).__name__}")
+    if not url.strip():
+        raise ValueError("url is empty")
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed '['
+        raise ValueError(f"url is malformed: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        raise ValueError(
+            f"url must start with ws:// or wss://, not {scheme}:// (the Realtime API is a "
+            "WebSocket; for Azure, Endpoint.azure() takes the https:// resource URL)"
+        )
+    if scheme not in ("ws", "wss") or not url.lower().startswith(f"{scheme}://"):
+        shown = f"{scheme}:" if scheme and len(scheme) < 10 else "no scheme"
+        raise ValueError(f"url must start with ws:// or wss:// (got {shown})")
+    if _has_space_or_control(url):
+        raise ValueError("url contains whitespace or control characters")
+    if "@" in parts.netloc:
+        raise ValueError("url must not hold user:password@; send credentials as headers")
+    host = parts.hostname
+    if not host:
+        raise ValueError("url has no host (expected ws[s]://host[:port]/path)")
+    if not (":" in host or all(ch.isalnum() or ch in _HOST_CHARS for ch in host)):
+        raise ValueError("url has an invalid host name")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise ValueError("url has an invalid IPv6 address") from None
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or over 65535
+        raise ValueError("url port must be a number from 1 to 65535") from None
+    if port == 0 or parts.netloc.endswith(":"):
+        raise ValueError("url port must be a number from 1 to 65535")
+
+
+def _check_headers(headers: tuple[tuple[str, str], ...]) -> None:
+    for name, value in headers:
+        if not name or not all(
+            (ch.isascii() and ch.isalnum()) or ch in _TOKEN_CHARS for ch in name
+        ):
+            raise ValueError(f"invalid header name {name[:40]!r}")
+        if any(ch in value for ch in "\r\n\0"):
+            raise ValueError(f"header {name} contains a line break or NUL")
 
 
 def _to_headers(
     value: Mapping[str, str] | Iterable[tuple[str, str]],
 ) -> tuple[tuple[str, str], ...]:
     items = value.items() if isinstance(value, Mapping) else value
-    return tuple((str(k), str(v)) for k, v in items)
+    headers = []
+    for item in items:
+        if isinstance(item, str | bytes) or len(item) != 2:
+            raise TypeError("headers must be a mapping or (name, value) pairs")
+        name, header_value = item
+        if not isinstance(name, str) or not isinstance(header_value, str):
+            raise TypeError(f"header names and values must be str (header {str(name)[:40]!r})")
+        headers.append((name, header_value))
+    return tuple(headers)
 
 
 def _redact(headers: tuple[tuple[str, str], ...]) -> str:
@@ -34,18 +129,42 @@ def _redact(headers: tuple[tuple[str, str], ...]) -> str:
     return "{" + shown + "}"
 
 
+def _redact_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if not any(name.lower() in _SECRET_PARAMS for name, _ in query):
+        return repr(url)
+    safe = [(k, "<redacted>" if k.lower() in _SECRET_PARAMS else v) for k, v in query]
+    return repr(
+        urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(safe, safe="<>")))
+    )
+
+
 @attrs.frozen
 class Endpoint:
-    """A Realtime WebSocket URL and the headers to send with the handshake."""
+    """A Realtime WebSocket URL and the headers to send with the handshake.
 
-    url: str
+    Checked when made: ``url`` must be a ``ws://`` or ``wss://`` URL with a host and, if
+    given, a port from 1 to 65535; headers must be str pairs without line breaks. Raises
+    ``ValueError`` (``TypeError`` for a wrong type) naming what is wrong, never a credential.
+    """
+
+    url: str = attrs.field(repr=_redact_url)
     headers: tuple[tuple[str, str], ...] = attrs.field(
         default=(), converter=_to_headers, repr=_redact
     )
 
+    def __attrs_post_init__(self) -> None:
+        _check_url(self.url)
+        _check_headers(self.headers)
+
     @property
     def has_credentials(self) -> bool:
-        return any(name.lower() in _SECRET_HEADERS for name, _ in self.headers)
+        """Whether a header (or a query parameter such as ``api-key``) carries a credential."""
+        query = urllib.parse.parse_qsl(urllib.parse.urlsplit(self.url).query)
+        return any(name.lower() in _SECRET_HEADERS for name, _ in self.headers) or any(
+            name.lower() in _SECRET_PARAMS for name, _ in query
+        )
 
     @classmethod
     def openai(
@@ -59,7 +178,10 @@ class Endpoint:
         """OpenAI: ``wss://api.openai.com/v1/realtime?model=...`` with a bearer key.
 
         ``beta=True`` adds ``OpenAI-Beta: realtime=v1`` (the beta protocol's event names).
+        Raises ``ValueError`` for an empty ``api_key`` or ``model`` (or one holding whitespace).
         """
+        _check_text(api_key, "api_key")
+        _check_text(model, "model")
         headers = [("Authorization", f"Bearer {api_key}")]
         if beta:
             headers.append(("OpenAI-Beta", "realtime=v1"))
@@ -82,14 +204,34 @@ class Endpoint:
         (e.g. ``"2025-04-01-preview"``): the preview URL
         ``/openai/realtime?api-version=...&deployment=...``. Authenticate with ``api_key``
         (header ``api-key``) or an Entra ID ``token`` (``Authorization: Bearer``; scope
-        ``https://cognitiveservices.azure.com/.default``).
+        ``https://cognitiveservices.azure.com/.default``). Raises ``ValueError`` naming the
+        argument that is empty or malformed.
         """
         if (api_key is None) == (token is None):
             raise ValueError("give exactly one of api_key or token")
+        if api_key is not None:
+            _check_text(api_key, "api_key")
+        if token is not None:
+            _check_text(token, "token")
+        _check_text(endpoint, "endpoint")
+        _check_text(deployment, "deployment")
+        if api_version is not None:
+            _check_text(api_version, "api_version")
         if "://" not in endpoint and "." not in endpoint:
             endpoint = f"https://{endpoint}.openai.azure.com"
-        parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-        scheme = "ws" if parts.scheme in ("http", "ws") else "wss"
+        try:
+            parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        except ValueError as exc:
+            raise ValueError(f"endpoint is malformed: {exc}") from None
+        if parts.scheme.lower() not in ("http", "https", "ws", "wss"):
+            raise ValueError("endpoint must be an https:// URL or a resource name")
+        if not parts.hostname:
+            raise ValueError("endpoint has no host")
+        try:
+            parts.port  # noqa: B018 (raises for a port that is not a number, or over 65535)
+        except ValueError:
+            raise ValueError("endpoint port must be a number from 1 to 65535") from None
+        scheme = "ws" if parts.scheme.lower() in ("http", "ws") else "wss"
         base = f"{scheme}://{parts.netloc}"
         if api_version is None:
             url = _with_query(f"{base}/openai/v1/realtime", model=deployment)
@@ -108,7 +250,8 @@ class Endpoint:
         ``AZURE_OPENAI_DEPLOYMENT`` (and optional ``AZURE_OPENAI_API_VERSION``), else
         ``OPENAI_API_KEY`` (and optional ``OPENAI_REALTIME_MODEL``).
 
-        Raises ``LookupError`` naming the variables that are missing (never their values).
+        Raises ``LookupError`` naming the variables that are missing, and ``ValueError``
+        naming the one that is malformed (never their values).
         """
         env = os.environ if environ is None else environ
         if env.get("AZURE_OPENAI_ENDPOINT"):
@@ -118,17 +261,29 @@ class Endpoint:
                 if not env.get(name)
             ]
             if missing:
-                raise LookupError(f"AZURE_OPENAI_ENDPOINT is set but {', '.join(missing)} is not")
-            return cls.azure(
-                env["AZURE_OPENAI_ENDPOINT"],
-                deployment=env["AZURE_OPENAI_DEPLOYMENT"],
-                api_key=env["AZURE_OPENAI_API_KEY"],
-                api_version=env.get("AZURE_OPENAI_API_VERSION") or None,
-            )
+                verb = "is" if len(missing) == 1 else "are"
+                raise LookupError(
+                    f"AZURE_OPENAI_ENDPOINT is set but {' and '.join(missing)} {verb} not"
+                )
+            for name in ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_DEPLOYMENT"):
+                _check_text(env[name], name)
+            api_version = env.get("AZURE_OPENAI_API_VERSION") or None
+            if api_version is not None:
+                _check_text(api_version, "AZURE_OPENAI_API_VERSION")
+            try:
+                return cls.azure(
+                    env["AZURE_OPENAI_ENDPOINT"],
+                    deployment=env["AZURE_OPENAI_DEPLOYMENT"],
+                    api_key=env["AZURE_OPENAI_API_KEY"],
+                    api_version=api_version,
+                )
+            except ValueError as exc:
+                raise ValueError(f"AZURE_OPENAI_ENDPOINT: {exc}") from None
         if env.get("OPENAI_API_KEY"):
-            return cls.openai(
-                env["OPENAI_API_KEY"], model=env.get("OPENAI_REALTIME_MODEL") or _DEFAULT_MODEL
-            )
+            _check_text(env["OPENAI_API_KEY"], "OPENAI_API_KEY")
+            model = env.get("OPENAI_REALTIME_MODEL") or _DEFAULT_MODEL
+            _check_text(model, "OPENAI_REALTIME_MODEL")
+            return cls.openai(env["OPENAI_API_KEY"], model=model)
         raise LookupError(
             "set OPENAI_API_KEY, or AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY and "
             "AZURE_OPENAI_DEPLOYMENT"

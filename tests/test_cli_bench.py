@@ -1,0 +1,173 @@
+"""trio-realtime bench: the quick benchmarks as one table, progress on stderr, a plot."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from trio_realtime._cli import UsageError, main
+from trio_realtime._cli_bench import draw_plot, find_benchmarks, summary_rows
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_two_quick_benchmarks_as_a_table(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "all.json"
+    assert main(["bench", "queue_wait", "collisions", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    table = [line for line in captured.out.splitlines() if line.startswith("|")]
+    assert [cell.strip() for cell in table[0].split("|")[1:-1]] == [
+        "benchmark",
+        "measure",
+        "trio-realtime",
+        "compared with",
+    ]
+    rows = {line.split("|")[1].strip(): line for line in table[2:]}
+    assert set(rows) == {"queue_wait", "collisions"}
+    assert "order violations 0" in rows["queue_wait"]
+    assert "| 0 / 0 of " in rows["collisions"]  # no rejection seen, nothing lost
+    # Progress went to stderr, in order, and the results were kept.
+    assert captured.err.index("[1/2] queue_wait: running") < captured.err.index(
+        "[1/2] queue_wait: done in"
+    )
+    assert "[2/2] collisions: done in" in captured.err
+    assert "round 1/" in captured.err  # the collisions rounds, relayed as they ran
+    data = json.loads(out.read_text())
+    assert set(data) == {"queue_wait", "collisions"}
+    assert data["queue_wait"]["quick"] is True
+
+
+def test_plot(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "latency.png"
+    assert main(["bench", "queue_wait", "--plot", str(plot)]) == 0
+    assert plot.read_bytes().startswith(PNG_MAGIC)
+    assert f"wrote {plot}" in capsys.readouterr().err
+
+
+def test_plot_from_saved_results(tmp_path: Path) -> None:
+    figure = pytest.importorskip("matplotlib.figure").Figure
+    summary = {"n": 3, "p50": 1.0, "p99": 2.0, "p99_9": 2.5, "max": 3.0, "mean": 1.5}
+    results = {
+        "handoff": {"results": {"contenders": {"floor": summary, "trio-realtime": summary}}},
+        "scale": {"results": {"trio-realtime": {"handoff_us": summary}}},
+    }
+    assert draw_plot(tmp_path / "a.png", results, figure)
+    assert (tmp_path / "a.png").read_bytes().startswith(PNG_MAGIC)
+    assert not draw_plot(tmp_path / "b.png", {"collisions": {}}, figure)
+    assert not (tmp_path / "b.png").exists()
+
+
+def test_plot_without_the_extra_says_what_to_install(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    assert main(["bench", "--plot", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "trio-realtime: --plot needs matplotlib, the 'plot' extra: "
+        "pip install 'trio-realtime[plot]'\n"
+    )  # said at once, before any benchmark ran
+
+
+def test_unknown_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "nope"]) == 2
+    assert "unknown benchmark 'nope'; choose from handoff, queue_wait" in capsys.readouterr().err
+
+
+def test_benchmarks_are_found_beside_the_source_tree_or_in_the_current_directory(
+    tmp_path: Path,
+) -> None:
+    package = CHECKOUT / "src" / "trio_realtime"
+    assert find_benchmarks(package_dir=package, cwd=tmp_path) == CHECKOUT / "benchmarks"
+    installed = tmp_path / "site-packages" / "trio_realtime"  # a wheel install: none beside it
+    installed.mkdir(parents=True)
+    assert find_benchmarks(package_dir=installed, cwd=CHECKOUT) == CHECKOUT / "benchmarks"
+    assert find_benchmarks(package_dir=installed, cwd=CHECKOUT / "benchmarks") == (
+        CHECKOUT / "benchmarks"
+    )
+    with pytest.raises(UsageError, match="not available: they live in the benchmarks/ folder"):
+        find_benchmarks(package_dir=installed, cwd=tmp_path)
+
+
+def test_missing_benchmarks_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["bench", "--benchmarks", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"trio-realtime: --benchmarks: no trio-realtime benchmarks in {tmp_path}\n"
+    )
+
+
+def test_a_failing_benchmark_is_reported(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "_common.py").write_text("")
+    (tmp_path / "handoff.py").write_text(
+        "import sys\nprint('round 1/1: about to fail', flush=True)\n"
+        "sys.exit('the benchmark server did not start')\n"
+    )
+    assert main(["bench", "handoff", "--benchmarks", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "round 1/1: about to fail" in captured.err
+    assert "[1/1] handoff: FAILED (exit status 1)" in captured.err
+    assert "the benchmark server did not start" in captured.err
+    assert captured.err.endswith("failed: handoff\n")
+
+
+def test_results_it_cannot_read_become_a_row_saying_so() -> None:
+    [row] = summary_rows("handoff", {"results": {"contenders": {}}})
+    assert row[:3] == ["handoff", "(results not understood)", "-"]
+
+
+def _latency(p50: float) -> dict[str, float]:
+    return {"n": 10, "p50": p50, "p99": 2 * p50, "p99_9": 3 * p50, "max": 3 * p50, "mean": p50}
+
+
+def test_one_row_per_trio_realtime_contender() -> None:
+    handoff = {
+        "results": {
+            "contenders": {
+                "floor": _latency(100),
+                "seed": _latency(100_000),
+                "trio-realtime": _latency(150),
+                "trio-realtime (websockets)": _latency(120),
+            }
+        }
+    }
+    rows = summary_rows("handoff", handoff)
+    assert [row[1] for row in rows] == [
+        "response.done -> next response.create, p50 / p99",
+        "response.done -> next response.create, p50 / p99 [websockets]",
+    ]
+    assert rows[0][2] == "150 us / 300 us"
+    assert rows[1][3] == "floor 100 us / 200 us (1.20x / 1.20x); seed 100.0 ms (833x slower)"
+    rate = {"median_rate": 1000.0}
+    throughput = {
+        "results": {
+            "small": {
+                "contenders": {
+                    "trio-websocket raw (64 KiB)": {"median_rate": 2000.0},
+                    "trio-realtime subscriber (trio-websocket)": rate,
+                    "openai AsyncRealtimeConnection": {"median_rate": 500.0},
+                }
+            }
+        }
+    }
+    assert summary_rows("throughput", throughput) == [
+        [
+            "throughput",
+            "events/s, small [trio-websocket]",
+            "1,000",
+            "raw trio-websocket 0.50x; openai 2.00x",
+        ]
+    ]
+    del handoff["results"]["contenders"]["trio-realtime"]
+    del handoff["results"]["contenders"]["trio-realtime (websockets)"]
+    assert summary_rows("handoff", handoff)[0][1] == "(results not understood)"

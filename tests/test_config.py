@@ -1,0 +1,102 @@
+"""SessionConfig checks every argument when it is made, and names the one that is wrong."""
+
+from __future__ import annotations
+
+import math
+import ssl
+from fractions import Fraction
+from typing import Any
+
+import attrs
+import pytest
+
+from trio_realtime import SessionConfig
+
+COUNTS = ["max_queue", "event_buffer", "send_buffer", "max_message_size", "receive_buffer_size"]
+SECONDS = [
+    "created_timeout",
+    "response_timeout",
+    "cancel_grace",
+    "connect_timeout",
+    "close_timeout",
+]
+FLAGS = ["out_of_band_takes_slot", "allow_insecure"]
+
+
+def test_every_number_and_flag_is_covered() -> None:
+    typed = {f.name for f in attrs.fields(SessionConfig) if f.type in ("int", "float", "bool")}
+    assert typed == {*COUNTS, *SECONDS, *FLAGS}
+
+
+def test_defaults_are_valid() -> None:
+    SessionConfig()
+
+
+@pytest.mark.parametrize("name", COUNTS)
+@pytest.mark.parametrize("value", [1.5, 10.0, "10", True, None, [1]])
+def test_counts_must_be_ints(name: str, value: Any) -> None:
+    with pytest.raises(TypeError, match=rf"^{name} must be an int, got {type(value).__name__}"):
+        SessionConfig(**{name: value})
+
+
+@pytest.mark.parametrize("name", COUNTS)
+@pytest.mark.parametrize("value", [0, -1])
+def test_counts_must_be_positive(name: str, value: int) -> None:
+    with pytest.raises(ValueError, match=rf"^{name} must be >= 1, got {value}"):
+        SessionConfig(**{name: value})
+
+
+@pytest.mark.parametrize("name", COUNTS)
+def test_counts_accept_ints(name: str) -> None:
+    assert getattr(SessionConfig(**{name: 3}), name) == 3
+
+
+@pytest.mark.parametrize("name", SECONDS)
+@pytest.mark.parametrize("value", ["10", True, False, None, b"1"])
+def test_seconds_must_be_numbers(name: str, value: Any) -> None:
+    with pytest.raises(TypeError, match=rf"^{name} must be a number of seconds"):
+        SessionConfig(**{name: value})
+
+
+@pytest.mark.parametrize("name", SECONDS)
+@pytest.mark.parametrize("value", [0, 0.0, -1.0, math.nan, -math.inf])
+def test_seconds_must_be_positive(name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=rf"^{name} must be > 0 seconds"):
+        SessionConfig(**{name: value})
+
+
+@pytest.mark.parametrize("name", SECONDS)
+@pytest.mark.parametrize("value", [2, 0.25, math.inf, Fraction(1, 4)])
+def test_seconds_accept_real_numbers(name: str, value: float) -> None:
+    assert getattr(SessionConfig(**{name: value}), name) == value
+
+
+@pytest.mark.parametrize("name", FLAGS)
+@pytest.mark.parametrize("value", [1, 0, "yes", "False", None])
+def test_flags_must_be_bools(name: str, value: Any) -> None:
+    with pytest.raises(
+        TypeError, match=rf"^{name} must be True or False, got {type(value).__name__}"
+    ):
+        SessionConfig(**{name: value})
+
+
+@pytest.mark.parametrize("name", FLAGS)
+def test_flags_accept_bools(name: str) -> None:
+    assert getattr(SessionConfig(**{name: True}), name) is True
+
+
+def test_ssl_context_type() -> None:
+    context = ssl.create_default_context()
+    assert SessionConfig(ssl_context=context).ssl_context is context
+    with pytest.raises(TypeError, match=r"^ssl_context must be an ssl\.SSLContext"):
+        SessionConfig(ssl_context=True)  # type: ignore[arg-type]
+
+
+def test_evolve_checks_too() -> None:
+    with pytest.raises(TypeError, match="max_queue"):
+        attrs.evolve(SessionConfig(), max_queue="5")
+
+
+def test_positional_arguments_are_refused() -> None:
+    with pytest.raises(TypeError):
+        SessionConfig(5)  # type: ignore[misc]
