@@ -26,6 +26,7 @@ __all__ = [
     "MalformedFrame",
     "ServerError",
     "classify",
+    "dump_event",
     "parse_error",
     "parse_frame",
     "response_id_of",
@@ -125,6 +126,25 @@ def _json_parser(*, orjson_if_installed: bool = True) -> Callable[[str], Any]:
 
 
 _loads = _json_parser()
+
+
+def _json_writer() -> Callable[[Any], str]:
+    """``orjson`` when it is installed (the ``fast`` extra), else the standard library."""
+    try:
+        import orjson
+    except ImportError:
+        return json.dumps
+
+    dumps = orjson.dumps
+
+    def write(event: Any) -> str:
+        return dumps(event).decode()
+
+    return write
+
+
+#: Serializes a client event to the text of its frame.
+dump_event = _json_writer()
 
 
 def parse_frame(data: str | bytes) -> Event:

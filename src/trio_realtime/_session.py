@@ -17,7 +17,6 @@ Nothing outlives the ``async with`` block.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import AsyncIterator, Mapping
@@ -37,7 +36,7 @@ from ._errors import (
     SessionRefused,
     fresh,
 )
-from ._events import EventKind, MalformedFrame, classify, parse_error, parse_frame
+from ._events import EventKind, MalformedFrame, classify, dump_event, parse_error, parse_frame
 from ._gate import CancelTarget, Effects, Gate, Request
 from ._statistics import LatencyRecorder, SessionStatistics
 from ._stream import EventStream
@@ -135,7 +134,7 @@ class RealtimeSession:
         if not isinstance(event_id, str):
             self._client_ids += 1
             event_id = event["event_id"] = f"evt_trc_{self._client_ids}"
-        text = json.dumps(event)
+        text = dump_event(event)
         await self._send_credits.acquire()
         try:
             self._outbox_send.send_nowait((text, True))
@@ -313,24 +312,32 @@ class RealtimeSession:
             self._settle()
 
     def _settle(self) -> None:
-        """Hand on what the gate decided; wake the dispatcher if it has something to do."""
+        """Hand on what the gate decided; wake the dispatcher if it has something to do.
+
+        The dispatcher is woken first, so that it runs before the tasks the effects wake (a
+        task waiting for a ticket's end would otherwise delay the next ``response.create``).
+        """
         gate = self._gate
+        self._wake_dispatcher()
         effects = gate.take_effects()
         if effects is not None:
             self._apply(effects)
-        if gate.sendable and not self._dispatch_wanted:
-            self._dispatch_wanted = True
-            self._dispatcher_lot.unpark()
+            self._wake_dispatcher()  # a function-call follow-up may have been released
         scope = self._sleep_scope
         if scope is not None:
             deadline = gate.next_deadline()
             if deadline < scope.deadline:
                 scope.deadline = deadline
 
+    def _wake_dispatcher(self) -> None:
+        if not self._dispatch_wanted and self._gate.sendable:
+            self._dispatch_wanted = True
+            self._dispatcher_lot.unpark()
+
     def _apply(self, effects: Effects) -> None:
         for event in effects.send:
             try:
-                self._outbox_send.send_nowait((json.dumps(event), False))
+                self._outbox_send.send_nowait((dump_event(event), False))
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 break  # the session is ending: nothing more goes out
         for request, state in effects.changed:
@@ -349,13 +356,7 @@ class RealtimeSession:
 
     def _ended(self, ticket: ResponseTicket) -> None:
         """A ticket ended: its latencies are recorded, and the application is told."""
-        timings = ticket.timings
-        record = self._latencies.add
-        record("queue_wait", timings.queue_wait)
-        record("time_to_created", timings.time_to_created)
-        record("time_to_first_output", timings.time_to_first_output)
-        record("time_to_done", timings.time_to_done)
-        record("cancel_latency", timings.cancel_latency)
+        self._latencies.record(ticket.timings)
         callback = self.config.on_response
         if callback is not None:
             try:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:
+    from ._ticket import TicketTimings
 
 __all__ = [
     "STATUS_COUNTS",
@@ -120,6 +124,16 @@ class LatencyRecorder:
     def add(self, name: str, value: float | None) -> None:
         if value is not None:
             self._samples[name].append(value)
+
+    def record(self, timings: TicketTimings) -> None:
+        """A ticket's latencies, those it has."""
+        samples = self._samples
+        for name in ("queue_wait", "time_to_created", "time_to_first_output", "time_to_done"):
+            value = getattr(timings, name)
+            if value is not None:
+                samples[name].append(value)
+        if timings.cancel_requested_at is not None:
+            self.add("cancel_latency", timings.cancel_latency)
 
     def summary(self) -> Latencies:
         return Latencies(

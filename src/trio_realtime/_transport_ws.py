@@ -116,16 +116,22 @@ class _WebsocketsTransport:
         await self._write(writes)
 
     async def _write(self, writes: list[bytes]) -> None:
+        lock = self._send_lock
         try:
-            async with self._send_lock:
-                for data in writes:
-                    if data:
-                        await self._stream.send_all(data)
-                    elif isinstance(self._stream, trio.SocketStream):  # end of data (SEND_EOF)
-                        await self._stream.send_eof()
+            lock.acquire_nowait()  # uncontended (the usual case): no extra trip to the scheduler
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            for data in writes:
+                if data:
+                    await self._stream.send_all(data)
+                elif isinstance(self._stream, trio.SocketStream):  # end of data (SEND_EOF)
+                    await self._stream.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._end()
             raise self._connection_lost() from exc
+        finally:
+            lock.release()
 
     async def _read(self) -> None:
         await self._read_once()
