@@ -12,7 +12,14 @@ import pytest
 
 from trio_realtime import SessionConfig
 
-COUNTS = ["max_queue", "event_buffer", "send_buffer", "max_message_size", "receive_buffer_size"]
+COUNTS = [
+    "max_queue",
+    "event_buffer",
+    "send_buffer",
+    "max_message_size",
+    "receive_buffer_size",
+    "replay_items",
+]
 SECONDS = [
     "created_timeout",
     "response_timeout",
@@ -100,3 +107,24 @@ def test_evolve_checks_too() -> None:
 def test_positional_arguments_are_refused() -> None:
     with pytest.raises(TypeError):
         SessionConfig(5)  # type: ignore[misc]
+
+
+def test_rollover_after_is_seconds_or_none() -> None:
+    assert SessionConfig(rollover_after=None).rollover_after is None
+    assert SessionConfig(rollover_after=1500).rollover_after == 1500
+    with pytest.raises(ValueError, match="rollover_after"):
+        SessionConfig(rollover_after=0)
+    with pytest.raises(TypeError, match="rollover_after"):
+        SessionConfig(rollover_after="soon")  # type: ignore[arg-type]
+
+
+def test_reconnect_backoff_grows_with_jitter_to_its_ceiling() -> None:
+    from trio_realtime import Reconnect
+
+    policy = Reconnect(attempts=4, initial_delay=1.0, max_delay=5.0)
+    assert [policy.delay(n, 0.999999) for n in range(4)] == pytest.approx([1, 2, 4, 5], rel=1e-5)
+    assert [policy.delay(n, 0.0) for n in range(4)] == [0.5, 1.0, 2.0, 2.5]
+    with pytest.raises(TypeError, match="reconnect"):
+        SessionConfig(reconnect=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="attempts"):
+        Reconnect(attempts=0)

@@ -577,6 +577,38 @@ class GateMachine(RuleBasedStateMachine):
         for request in self.requests:
             assert request.state.terminal
 
+    @precondition(lambda self: not self.closed)
+    @rule(dice=st.integers(0, 5))
+    def new_connection(self, dice: int) -> None:
+        """The connection is lost and a new one opened (rule 10), now and then."""
+        if dice != 5:
+            return
+        before = {id(r): r.state for r in self.requests}
+        self.gate.connection_lost(ConnectionLost("connection lost"), now=self.now)
+        self._effects()
+        for request in self.requests:
+            state = before[id(request)]
+            if state in (TicketState.SENT, TicketState.ACTIVE):
+                # Never resent: nobody knows whether the old server ran it.
+                assert request.state is TicketState.FAILED, request
+                assert isinstance(request.error, ConnectionLost)
+            else:
+                assert request.state is state, request  # queued and held ones stay
+        assert self.gate.quiet
+        assert self.gate.slot_holder is None
+        assert self.gate.active_response_ids() == []
+        # A new server: what the old one said or will say is gone.
+        self.superseded |= self.in_band_created_delivered | self.conflict_named
+        self.server = ModelServer()
+        self.server._ids = itertools.count(1000 * next(self.ghosts))  # fresh response ids
+        # The gate forgot what awaited answers on the old connection; so does the model.
+        for event_id in self.app_events:
+            self.app_events[event_id][1] = True
+        for request in self.requests:
+            self.answered[request.event_id] = self.sent_creates[request.event_id]
+        self.gate.resume()
+        self._pump()
+
     # ------------------------------------------------------------------ server rules
 
     @precondition(lambda self: not self.closed and self.server.inbox)

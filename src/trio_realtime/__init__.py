@@ -1,6 +1,7 @@
 """trio-realtime: a Trio client for the OpenAI / Azure OpenAI Realtime API that serializes
 responses — one active response at a time, nothing lost."""
 
+from ._config import Reconnect as Reconnect
 from ._config import SessionConfig as SessionConfig
 from ._endpoints import Endpoint as Endpoint
 from ._errors import ConnectionLost as ConnectionLost
@@ -42,6 +43,7 @@ __all__ = [
     "QueueFull",
     "RealtimeError",
     "RealtimeSession",
+    "Reconnect",
     "ResponseRejected",
     "ResponseResult",
     "ResponseTicket",

@@ -13,7 +13,7 @@ import attrs
 if TYPE_CHECKING:
     from ._ticket import ResponseTicket
 
-__all__ = ["SessionConfig"]
+__all__ = ["Reconnect", "SessionConfig"]
 
 
 def _describe(value: object) -> str:
@@ -46,6 +46,30 @@ def _flag(name: str, value: object) -> None:
 def _ssl_context(name: str, value: object) -> None:
     if value is not None and not isinstance(value, ssl.SSLContext):
         raise TypeError(f"{name} must be an ssl.SSLContext or None, got {type(value).__name__}")
+
+
+@attrs.frozen(kw_only=True)
+class Reconnect:
+    """How a session opens a new connection after an unexpected loss (see
+    ``SessionConfig.reconnect``): up to ``attempts`` tries, the n-th after a delay drawn
+    uniformly between half and all of ``min(max_delay, initial_delay * 2**n)`` (jitter)."""
+
+    #: Tries before the session gives up and ends with the last error.
+    attempts: int = attrs.field(default=5, validator=_count)
+    #: Delay before the first try, in seconds.
+    initial_delay: float = attrs.field(default=0.5, validator=_seconds)
+    #: Longest delay between tries, in seconds.
+    max_delay: float = attrs.field(default=10.0, validator=_seconds)
+
+    def delay(self, attempt: int, random: float) -> float:
+        """The delay before try ``attempt`` (0-based), given a ``random`` number in [0, 1)."""
+        ceiling = min(self.max_delay, self.initial_delay * 2.0**attempt)
+        return ceiling * (0.5 + random / 2)
+
+
+def _optional_seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _seconds(instance, attribute, value)
 
 
 @attrs.frozen(kw_only=True)
@@ -100,6 +124,18 @@ class SessionConfig:
     #: TLS settings for ``wss://`` (e.g. a private CA); None: the system's trust store, with
     #: certificate and host name verification.
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
+    #: Open a new connection after an unexpected loss (an abnormal close, a close with
+    #: 1001/1011/1012/1013, ``session_expired``) and carry on in the same block, replaying the
+    #: configuration and the conversation; None (the default): the loss ends the session.
+    reconnect: Reconnect | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Reconnect))
+    )
+    #: Move to a new connection at the first quiet moment after this many seconds (before
+    #: the service's cap: 60 minutes on OpenAI, 30 on Azure), replaying as a reconnect does;
+    #: None (the default): never.
+    rollover_after: float | None = attrs.field(default=None, validator=_optional_seconds)
+    #: Most conversation items replayed into a new connection (the oldest are left out).
+    replay_items: int = attrs.field(default=200, validator=_count)
 
     def __attrs_post_init__(self) -> None:
         # The fields without a validator of their own: flags and the TLS context.

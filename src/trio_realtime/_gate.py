@@ -78,7 +78,14 @@ The rules
    otherwise.
 9. **Tolerance.** Unknown ids, duplicates, a ``response.done`` without its
    ``response.created`` (it finishes the request its metadata names) are tolerated.
-10. **The end.** :meth:`Gate.close` fails every request still waiting; later submits raise.
+10. **A new connection.** :meth:`Gate.connection_lost` fails every request whose
+    ``response.create`` went out on the lost connection (``SENT`` or ``ACTIVE``: nobody knows
+    whether the server ran it, so it is never resent), forgets every response and unanswered
+    event of that connection, frees the slot and pauses the queue; queued and held requests
+    stay, in their order, and go out on the new connection once :meth:`Gate.resume` is
+    called. :meth:`Gate.pause` stops the queue for a planned switch, which waits until the
+    gate is :attr:`Gate.quiet` (nothing in flight, no response running).
+11. **The end.** :meth:`Gate.close` fails every request still waiting; later submits raise.
 """
 
 from __future__ import annotations
@@ -353,6 +360,7 @@ class Gate:
         self._finished: LastN[str, None] = LastN(_MEMORY)  # responses whose done was seen
         self._cancel_ids: LastN[str, None] = LastN(_MEMORY)
         self._effects = Effects()
+        self._paused = False
         self._closed: RealtimeError | None = None
         self._counts = dict.fromkeys(GateStatistics.counts(), 0)
 
@@ -374,9 +382,16 @@ class Gate:
     @property
     def sendable(self) -> bool:
         """Whether :meth:`pump` would send something now."""
+        if self._paused:
+            return False
         return bool(self._free_lane) or (
             self._slot.state is _FREE and self._queue_head() is not None
         )
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing in flight and no response running: a connection can be switched."""
+        return self._slot.state is _FREE and not self._sent and not self._responses
 
     def active_response_ids(self) -> list[str]:
         return list(self._responses)
@@ -530,6 +545,8 @@ class Gate:
 
         The only place a queued request takes the slot and its ``response.create`` is emitted.
         """
+        if self._paused:
+            return
         while self._free_lane:
             self._send(self._free_lane.popleft(), now)
         if self._slot.state is _FREE:
@@ -795,6 +812,33 @@ class Gate:
             self._fail(
                 request, ResponseTimeout("response did not finish after it was cancelled"), now
             )
+
+    # ------------------------------------------------------------------ connections
+
+    def pause(self) -> None:
+        """Send nothing more (a connection is about to be switched) until :meth:`resume`."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    def connection_lost(self, error: RealtimeError, *, now: float) -> None:
+        """The connection is gone; a new one will follow (rule 10). Pauses the queue."""
+        self._paused = True
+        in_flight = [*self._sent.values()]
+        for response in self._responses.values():
+            response.ended = True
+            if response.request is not None:
+                in_flight.append(response.request)
+            if response.response_id is not None:
+                self._effects.ended.append((response.response_id, {}))
+        self._sent.clear()
+        self._responses.clear()
+        self._unanswered.clear()
+        self._set_slot(_FREE_SLOT, "the connection was lost")
+        for request in sorted(in_flight, key=lambda r: r.seq):
+            if not request.state.terminal:
+                self._fail(request, error, now)
 
     # ------------------------------------------------------------------ the end
 
