@@ -27,8 +27,10 @@ rule, in prose:
    ``response.output_item.added``) and (b) agrees with an unacknowledged create — no field the
    client set (``type``, ``role``, ``call_id``, ``name``, ``arguments``, ``output``, each content
    part's ``type`` and ``text``) contradicted — is that create's acknowledgement, the oldest such
-   create first. A response's items are reported with empty content and cannot agree. An
-   ``error`` naming a create's ``event_id`` removes the item.
+   create first. A response's items are reported with empty content and cannot agree. (A
+   server that replaces the ids clients choose is matched the same way.) An ``error`` naming a
+   create's ``event_id`` removes the item. Until the server names it, such an item has an id
+   the record chose (``item_trc1``, ``item_trc2``, ...), used only in a replay.
 4. **Transcripts** fill in as they arrive: user audio from
    ``conversation.item.input_audio_transcription.completed``; assistant audio from
    ``response.output_audio_transcript.done`` (beta ``response.audio_transcript.done``) and the
@@ -53,7 +55,11 @@ What carries over in :meth:`ConversationRecord.replay`:
   is empty so no id can collide, and the ids were valid on the old server: the application's
   ids (for ``previous_item_id``, truncate, delete) stay valid across the reconnect, and the new
   server's acknowledgements land on the items the record already holds instead of doubling
-  them. Items the old server never acknowledged go without an id, as they were sent.
+  them. An item the old server never acknowledged (sent just before the connection was lost)
+  goes with the id the record chose for it, so that its acknowledgement is recognized too.
+- The session may feed the replay's events to :meth:`ConversationRecord.client_event` like
+  any other (a create of an item the record holds is a re-send: the item stays where it is),
+  or not; either way the new server's acknowledgements land on the items already recorded.
 
 What cannot carry over (each left out with a warning in :attr:`Replay.warnings`):
 
@@ -77,6 +83,7 @@ with one warning), and an output whose call went goes with it.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -85,7 +92,13 @@ import attrs
 
 from ._util import LastN
 
-__all__ = ["DEFAULT_MAX_ITEMS", "ConversationRecord", "ConversationStatistics", "Replay"]
+__all__ = [
+    "DEFAULT_MAX_ITEMS",
+    "LOCAL_ID_PREFIX",
+    "ConversationRecord",
+    "ConversationStatistics",
+    "Replay",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +106,8 @@ Dialect = Literal["ga", "beta"]
 
 #: How many items a record keeps by default.
 DEFAULT_MAX_ITEMS = 1000
+#: The ids the record gives client items the server never named (``item_trc1``, ...).
+LOCAL_ID_PREFIX = "item_trc"
 #: How many ids of server-made items, and unacknowledged updates, are remembered.
 _MEMORY = 256
 
@@ -146,6 +161,9 @@ class _Entry:
     item: dict[str, Any]
     #: The ``event_id`` of the create awaiting acknowledgement, if any.
     event_id: str | None = None
+    #: For a client item sent without an id, until the server names it: the id the record
+    #: gives it in a replay.
+    local_id: str | None = None
     #: The server has reported this item.
     acknowledged: bool = False
     truncated: bool = False
@@ -158,11 +176,16 @@ class _Entry:
         item_id = self.item.get("id")
         return item_id if isinstance(item_id, str) else None
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The ids this item is known by (its own, and the record's while it has none)."""
+        return tuple(key for key in (self.id, self.local_id) if key is not None)
+
     def describe(self) -> str:
         kind = self.item.get("type")
         role = self.item.get("role")
         what = f"{role} {kind}" if isinstance(role, str) else str(kind)
-        return f"item {self.id or '(no id)'} ({what})"
+        return f"item {self.id or self.local_id} ({what})"
 
 
 class ConversationRecord:
@@ -178,6 +201,7 @@ class ConversationRecord:
         self._unacked: list[_Entry] = []
         self._server_made: LastN[str, None] = LastN(_MEMORY)
         self._forgotten = 0
+        self._local_ids = itertools.count(1)
         self._base: dict[str, Any] = {}
         #: ``session.update`` bodies sent and not yet acknowledged, oldest first.
         self._updates: list[tuple[str | None, dict[str, Any]]] = []
@@ -263,9 +287,6 @@ class ConversationRecord:
             pending_updates=len(self._updates),
         )
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     def replay(self, *, dialect: Dialect, max_items: int) -> Replay:
         """The events that rebuild this conversation on a new connection (see the module's
         rules). Changes nothing in the record."""
@@ -322,6 +343,8 @@ class ConversationRecord:
                 self._unacked.append(known)
             return
         entry = _Entry(_without_audio(item), event_id=event_id)
+        if entry.id is None:
+            entry.local_id = f"{LOCAL_ID_PREFIX}{next(self._local_ids)}"
         if after == "root":
             position = 0
         elif isinstance(after, str) and after in self._by_id:
@@ -339,8 +362,9 @@ class ConversationRecord:
             entry = self._acknowledgement_of(item)
             if entry is not None:
                 logger.debug("%s acknowledged as %s", entry.describe(), item_id)
-                if entry.id is not None:
-                    del self._by_id[entry.id]
+                for key in entry.keys:
+                    del self._by_id[key]
+                entry.local_id = None
                 entry.item["id"] = item_id
                 self._by_id[item_id] = entry
                 after = event.get("previous_item_id")
@@ -360,6 +384,7 @@ class ConversationRecord:
             self._unacked.remove(entry)
             entry.event_id = None
         entry.acknowledged = True
+        entry.local_id = None  # named by the server now (perhaps by the record's own id)
         entry.item = _merge_item(entry.item, item)
 
     def _acknowledgement_of(self, item: Mapping[str, Any]) -> _Entry | None:
@@ -424,8 +449,8 @@ class ConversationRecord:
         """Put ``entry`` at ``position``, forgetting the oldest beyond ``max_items``; whether
         ``entry`` is still there (it is forgotten at once if it went first into a full record)."""
         self._items.insert(position, entry)
-        if entry.id is not None:
-            self._by_id[entry.id] = entry
+        for key in entry.keys:
+            self._by_id[key] = entry
         kept = True
         while len(self._items) > self.max_items:
             oldest = self._items[0]
@@ -437,8 +462,9 @@ class ConversationRecord:
 
     def _discard(self, entry: _Entry) -> None:
         self._items.remove(entry)
-        if entry.id is not None and self._by_id.get(entry.id) is entry:
-            del self._by_id[entry.id]
+        for key in entry.keys:
+            if self._by_id.get(key) is entry:
+                del self._by_id[key]
         if entry in self._unacked:
             self._unacked.remove(entry)
 
@@ -535,7 +561,7 @@ def _convert(
     """The item to create on a new connection, or None and why it cannot be carried."""
     item = entry.item
     kind = item.get("type")
-    carried: dict[str, Any] = {} if entry.id is None else {"id": entry.id}
+    carried: dict[str, Any] = {"id": entry.keys[0]} if entry.keys else {}
     if kind == "function_call":
         call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments")
         if not (isinstance(call_id, str) and isinstance(name, str) and isinstance(arguments, str)):
