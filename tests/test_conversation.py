@@ -473,6 +473,20 @@ def test_deleted_items_are_not_replayed(dialect: Dialect) -> None:
     assert link.record.statistics().items == 0
 
 
+def test_a_report_already_on_its_way_does_not_bring_a_deleted_item_back() -> None:
+    record = ConversationRecord()
+    item = {"id": "item_a", "type": "message", "role": "assistant", "content": []}
+    record.server_event({"type": "conversation.item.added", "item": item})
+    record.client_event({"type": "conversation.item.delete", "item_id": "item_a"})
+    done = {**item, "content": [{"type": "output_text", "text": "late"}]}
+    record.server_event({"type": "conversation.item.done", "item": done})
+    assert record.items() == []
+    # A client may create an item under an id it deleted before.
+    record.client_event({"type": "conversation.item.create", "item": done})
+    record.server_event({"type": "conversation.item.added", "item": done})
+    assert record.items() == [done]
+
+
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_truncated_assistant_audio_is_left_out_with_a_warning(dialect: Dialect) -> None:
     link = Link(dialect)

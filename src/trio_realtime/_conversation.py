@@ -37,8 +37,8 @@ rule, in prose:
    content of ``response.output_item.done`` / ``response.done``. Text from
    ``response.output_text.done`` (beta ``response.text.done``). Audio bytes are never kept.
 5. **Deletions and truncations** apply when sent and again when the server confirms them
-   (``conversation.item.deleted`` / ``.truncated``): a deleted item is gone, a truncated one is
-   marked.
+   (``conversation.item.deleted`` / ``.truncated``): a deleted item is gone (a report of it
+   already on its way does not bring it back), a truncated one is marked.
 6. **Memory is bounded**: beyond ``max_items`` the oldest item in conversation order is
    forgotten (counted in :meth:`ConversationRecord.statistics`).
 
@@ -63,8 +63,8 @@ What carries over in :meth:`ConversationRecord.replay`:
 
 What cannot carry over (each left out with a warning in :attr:`Replay.warnings`):
 
-- audio itself: a create cannot hold assistant audio, so user audio without a transcription
-  is left out;
+- audio itself: the record keeps none (the server's reports leave it out, and a create
+  cannot hold assistant audio anyway), so user audio without a transcription is left out;
 - a **truncated** assistant audio item: the service cuts the audio where the user stopped
   hearing it and removes the transcript, so that no unheard text stays in the context; the
   transcript has no timing, so the heard part is unknown, and the whole item is left out
@@ -200,6 +200,7 @@ class ConversationRecord:
         self._by_id: dict[str, _Entry] = {}
         self._unacked: list[_Entry] = []
         self._server_made: LastN[str, None] = LastN(_MEMORY)
+        self._deleted: LastN[str, None] = LastN(_MEMORY)
         self._forgotten = 0
         self._local_ids = itertools.count(1)
         self._base: dict[str, Any] = {}
@@ -343,7 +344,9 @@ class ConversationRecord:
                 self._unacked.append(known)
             return
         entry = _Entry(_without_audio(item), event_id=event_id)
-        if entry.id is None:
+        if entry.id is not None:
+            self._deleted.pop(entry.id, None)  # a client may reuse its own id
+        else:
             entry.local_id = f"{LOCAL_ID_PREFIX}{next(self._local_ids)}"
         if after == "root":
             position = 0
@@ -358,6 +361,9 @@ class ConversationRecord:
         """The server reports an item of the conversation (added, done or created)."""
         item_id: str = item["id"]
         entry = self._by_id.get(item_id)
+        if entry is None and item_id in self._deleted:
+            logger.debug("report of deleted item %s ignored", item_id)
+            return
         if entry is None:
             entry = self._acknowledgement_of(item)
             if entry is not None:
@@ -439,6 +445,8 @@ class ConversationRecord:
         entry = self._entry(item_id)
         if entry is not None:
             self._discard(entry)
+        if isinstance(item_id, str):
+            self._deleted[item_id] = None
 
     def _truncate(self, item_id: Any) -> None:
         entry = self._entry(item_id)
