@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+import random
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
 
-from ._config import SessionConfig
+from ._config import Reconnect, SessionConfig
+from ._conversation import ConversationRecord
 from ._endpoints import Endpoint
 from ._errors import (
     ConnectionLost,
@@ -58,11 +60,37 @@ Event = dict[str, Any]
 class RealtimeSession:
     """A live Realtime session. Made by :func:`open_session`."""
 
-    def __init__(self, transport: Transport, config: SessionConfig) -> None:
+    def __init__(
+        self,
+        transport: Transport | None,
+        config: SessionConfig,
+        *,
+        connect: Callable[[], AbstractAsyncContextManager[Transport]] | None = None,
+    ) -> None:
         self.config = config
-        #: The ``session`` object of the server's ``session.created``.
+        #: The ``session`` object of the server's ``session.created`` (the latest connection's).
         self.server_session: Mapping[str, Any] = {}
-        self._transport = transport
+        # The connection: given (a Transport target), or opened with ``connect`` by the
+        # reader, held open by a task of its own (``_connection``) until it is replaced.
+        self._transport = cast(Transport, transport)
+        self._connect = connect
+        self._connection: tuple[trio.Event, trio.Event] | None = None  # (release, closed)
+        self._nursery: trio.Nursery | None = None
+        self._live = trio.Event()  # set while a connection is open: the writer may send
+        self._live.set()
+        self._read_scope: trio.CancelScope | None = None
+        self._writing = False
+        #: What a new connection replays; kept when the session may need one.
+        self._record: ConversationRecord | None = None
+        if config.reconnect is not None or config.rollover_after is not None:
+            self._record = ConversationRecord()
+        self._rollover_at = math.inf
+        self._rollover_due = False
+        self._fatal: SessionRefused | None = None  # a fatal error the server reported
+        self._connections = 0
+        self._reconnects = 0
+        self._rollovers = 0
+        self._replayed_items = 0
         self._gate = Gate(
             max_queue=config.max_queue,
             created_timeout=config.created_timeout,
@@ -143,6 +171,8 @@ class RealtimeSession:
             self._check_open()
             raise SessionClosed("session is closing") from None
         self._gate.client_event_sent(event, now=trio.current_time())
+        if self._record is not None:
+            self._record.client_event(event)
         return event_id
 
     async def cancel_response(self) -> None:
@@ -279,6 +309,10 @@ class RealtimeSession:
             malformed_frames=self._malformed,
             subscribers=len(self._subscribers),
             latency=self._latencies.summary(),
+            connections=self._connections,
+            reconnects=self._reconnects,
+            rollovers=self._rollovers,
+            replayed_items=self._replayed_items,
         )
 
     @property
@@ -325,9 +359,11 @@ class RealtimeSession:
             self._wake_dispatcher()  # a function-call follow-up may have been released
         scope = self._sleep_scope
         if scope is not None:
-            deadline = gate.next_deadline()
+            deadline = min(gate.next_deadline(), self._rollover_at)
             if deadline < scope.deadline:
                 scope.deadline = deadline
+        if self._rollover_due:
+            self._switch_when_quiet()
 
     def _wake_dispatcher(self) -> None:
         if not self._dispatch_wanted and self._gate.sendable:
@@ -381,6 +417,7 @@ class RealtimeSession:
             ended.set()
         for update in self._updates:
             update.fail(error)
+        self._live.set()  # a writer waiting for a new connection gives up
         self._all_ended.set()
 
     # ------------------------------------------------------------------ tasks
@@ -393,6 +430,7 @@ class RealtimeSession:
         ``deadline``."""
         with unwrap_lone_exception():
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 await nursery.start(self._writer)
                 await nursery.start(self._dispatcher)
                 try:
@@ -412,6 +450,7 @@ class RealtimeSession:
                         trio.move_on_after(self.config.close_timeout),
                     ):
                         await self._writer_done.wait()
+                    await self._close_connection()  # gracefully, before the tasks are cancelled
                     nursery.cancel_scope.cancel()
 
     async def _start_tools(self, nursery: trio.Nursery, tools: ToolRegistry | ToolRunner) -> None:
@@ -426,47 +465,245 @@ class RealtimeSession:
         await self.send({"type": "session.update", "session": body})
 
     async def _reader(self, *, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            if self._connect is not None:
+                await self._open_connection()
+            else:
+                await self._wait_session_created()
+                self._connections = 1
+            self._arm_rollover()
+            task_status.started()
+            while True:
+                lost = await self._read()
+                if not await self._switch_connection(lost):
+                    return
+        finally:
+            await self._close_connection()
+
+    async def _read(self) -> ConnectionLost | None:
+        """Apply the connection's events until it is lost (returned), or until a planned switch
+        is due (None: :meth:`_switch_when_quiet` interrupted the read)."""
+        with trio.CancelScope() as self._read_scope:
+            while True:
+                try:
+                    data = await self._transport.receive()
+                except ConnectionLost as exc:
+                    return exc
+                self._take(data)
+        return None
+
+    def _take(self, data: str | bytes) -> None:
+        """One message of the connection: to the subscribers, the gate, the tickets."""
+        try:
+            event = parse_frame(data)
+            kind = classify(event)
+        except MalformedFrame as exc:
+            self._skip_malformed(exc)
+            return
+        if self._subscribers:
+            self._publish(event)
+        if self._record is not None:
+            self._record.server_event(event)
+        if kind is EventKind.OTHER:
+            return
+        request = self._gate.receive_event(event, now=trio.current_time())
+        if request is not None:
+            _ticket_of(request).request_event(event)
+        elif kind is EventKind.ERROR:
+            self._note_error(event)
+        elif self._updates and kind is EventKind.ACK:
+            self._answer_update(event)
+        if kind is EventKind.RESPONSE:
+            if event["type"] == "response.output_item.added":
+                self._note_call(event)
+        else:
+            self._settle()
+
+    def _note_error(self, event: Event) -> None:
+        """An error no request took: an update's answer, or a fatal refusal to remember."""
+        error = parse_error(event)
+        if error.code in _FATAL:
+            self._fatal = SessionRefused(error.code, error.message)
+        if self._updates:
+            self._answer_update(event)
+
+    # ------------------------------------------------------------------ connections
+
+    async def _wait_session_created(self) -> None:
+        """Read the connection's first events up to ``session.created``.
+
+        Raises ``SessionRefused`` when the server said why it refused the session (an
+        ``error`` before it closed), else the ``ConnectionLost`` of the connection.
+        """
         refusal: SessionRefused | None = None  # what the server said before it closed
         while True:
-            event = await self._receive_event()
-            if event is None:
-                assert self._error is not None
+            try:
+                data = await self._transport.receive()
+            except ConnectionLost as exc:
                 if refusal is not None:
-                    raise refusal from self._error
-                raise fresh(self._error)
+                    raise refusal from exc
+                raise
+            try:
+                event = parse_frame(data)
+            except MalformedFrame as exc:
+                self._skip_malformed(exc)
+                continue
             if event["type"] == "session.created":
                 session = event.get("session")
                 self.server_session = session if isinstance(session, Mapping) else {}
-                break
+                return
             if event["type"] == "error":
                 error = parse_error(event)
                 refusal = SessionRefused(error.code, error.message)
             logger.warning("%s before session.created; skipped", event["type"])
-        task_status.started()
-        gate = self._gate
-        while True:
-            event = await self._receive_event()
-            if event is None:
-                return
+
+    async def _open_connection(self) -> None:
+        """Open a connection with ``connect`` and wait for its ``session.created``."""
+        assert self._nursery is not None
+        release = trio.Event()
+        closed = trio.Event()
+        self._connection = (release, closed)
+        try:
+            self._transport = await self._nursery.start(self._hold_connection, release, closed)
+            await self._wait_session_created()
+        except BaseException:
+            await self._close_connection()
+            raise
+        self._connections += 1
+
+    async def _hold_connection(
+        self,
+        release: trio.Event,
+        closed: trio.Event,
+        *,
+        task_status: trio.TaskStatus[Transport],
+    ) -> None:
+        """Open one connection, and hold it open until ``release`` is set (or the session's
+        nursery is cancelled); then close it. Its own task, so that the transport's nursery
+        belongs to no other task's stack."""
+        assert self._connect is not None
+        try:
+            async with self._connect() as transport:
+                task_status.started(transport)
+                await release.wait()
+        finally:
+            closed.set()
+
+    async def _close_connection(self) -> None:
+        """Close the connection ``connect`` opened (gracefully, within ``close_timeout``)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            release, closed = connection
+            release.set()
+            with trio.CancelScope(shield=True), trio.move_on_after(2 * self.config.close_timeout):
+                await closed.wait()
+
+    async def _switch_connection(self, lost: ConnectionLost | None) -> bool:
+        """Move the session to a new connection: after an unexpected loss (``lost``) when
+        ``config.reconnect`` allows it, or at a planned rollover (``lost`` None, the gate
+        paused and quiet). Returns False when the session has ended instead.
+
+        The gate fails what went out on the lost connection and pauses the queue; the writer
+        waits; the old connection is closed; a new one is opened (with backoff, up to
+        ``reconnect.attempts`` tries) and the configuration and conversation are replayed
+        into it (by this step itself, while the writer waits, so they come first); then the
+        writer and the queue resume.
+        """
+        planned = lost is None
+        if self._error is not None:  # the session is over: no new connection
+            return False
+        if lost is not None:
+            logger.info("%s", lost)
+            if not self._recoverable(lost):
+                self._end(self._fatal or lost)
+                return False
+            logger.warning("connection lost (%s): opening a new one", lost)
+            self._gate.connection_lost(fresh(lost), now=trio.current_time())
+        if self._live.is_set():
+            self._live = trio.Event()
+        self._settle()
+        await self._close_connection()
+        policy = self.config.reconnect or Reconnect(attempts=1)
+        error: ConnectionLost | None = lost
+        for attempt in range(policy.attempts):
+            if attempt or not planned:
+                await trio.sleep(policy.delay(attempt, random.random()))
             try:
-                kind = classify(event)
-            except MalformedFrame as exc:
-                self._skip_malformed(exc)
+                with trio.fail_after(self.config.connect_timeout):
+                    await self._open_connection()
+                    await self._replay()
+            except SessionRefused as exc:
+                self._end(exc)
+                return False
+            except (ConnectionLost, trio.TooSlowError) as exc:
+                logger.warning("new connection, try %d: %s", attempt + 1, exc)
+                error = exc if isinstance(exc, ConnectionLost) else ConnectionLost(str(exc))
+                await self._close_connection()
                 continue
-            if self._subscribers:
-                self._publish(event)
-            if kind is EventKind.OTHER:
-                continue
-            request = gate.receive_event(event, now=trio.current_time())
-            if request is not None:
-                _ticket_of(request).request_event(event)
-            elif self._updates and kind is not EventKind.RESPONSE:
-                self._answer_update(event)
-            if kind is EventKind.RESPONSE:
-                if event["type"] == "response.output_item.added":
-                    self._note_call(event)
-            else:
-                self._settle()
+            break
+        else:
+            self._end(error or ConnectionLost("could not open a new connection"))
+            return False
+        if planned:
+            self._rollovers += 1
+        else:
+            self._reconnects += 1
+        self._rollover_due = False
+        self._arm_rollover()
+        self._live.set()
+        self._gate.resume()
+        self._settle()
+        return True
+
+    def _recoverable(self, lost: ConnectionLost) -> bool:
+        return (
+            self.config.reconnect is not None
+            and self._connect is not None
+            and self._fatal is None
+            and not isinstance(lost, SessionRefused)
+            and (lost.code is None or lost.code in _RECOVERABLE_CLOSES)
+        )
+
+    async def _replay(self) -> None:
+        """Send the configuration and the conversation so far into the new connection."""
+        if self._record is None:
+            return
+        ga = self.server_session.get("type") == "realtime"
+        replay = self._record.replay(
+            dialect="ga" if ga else "beta", max_items=self.config.replay_items
+        )
+        for warning in replay.warnings:
+            logger.warning("not replayed: %s", warning)
+        if replay.dropped:
+            logger.warning(
+                "%d oldest conversation items not replayed (replay_items)", replay.dropped
+            )
+        for event in replay.events:
+            await self._transport.send(dump_event(event))
+            if event.get("type") == "conversation.item.create":
+                self._replayed_items += 1
+
+    def _arm_rollover(self) -> None:
+        if self.config.rollover_after is not None:
+            self._rollover_at = trio.current_time() + self.config.rollover_after
+
+    def _rollover(self) -> None:
+        """The connection is old enough: pause the queue and switch at the first quiet
+        moment (no response running, none in flight, nothing being sent)."""
+        self._rollover_at = math.inf
+        self._rollover_due = True
+        self._gate.pause()
+        self._switch_when_quiet()
+
+    def _switch_when_quiet(self) -> None:
+        if (
+            self._rollover_due
+            and self._gate.quiet
+            and not self._writing
+            and self._outbox_receive.statistics().current_buffer_used == 0
+            and self._read_scope is not None
+        ):
+            self._read_scope.cancel()  # the reader then switches
 
     def _answer_update(self, event: Event) -> None:
         """A ``session.updated`` answers the oldest update sent; an error names its own."""
@@ -500,25 +737,12 @@ class RealtimeSession:
             if isinstance(call_id, str):
                 self._turns.note_call(event["response_id"], call_id)
 
-    async def _receive_event(self) -> Event | None:
-        """The next well-formed event; None once the connection is gone."""
-        while True:
-            try:
-                data = await self._transport.receive()
-            except ConnectionLost as exc:
-                logger.info("%s", exc)
-                self._end(exc)
-                return None
-            try:
-                return parse_frame(data)
-            except MalformedFrame as exc:
-                self._skip_malformed(exc)
-
     async def _dispatcher(self, *, task_status: trio.TaskStatus[None]) -> None:
         gate = self._gate
         task_status.started()
         while True:
-            with trio.CancelScope(deadline=gate.next_deadline()) as scope:
+            deadline = min(gate.next_deadline(), self._rollover_at)
+            with trio.CancelScope(deadline=deadline) as scope:
                 self._sleep_scope = scope
                 while True:
                     while not self._dispatch_wanted:
@@ -528,6 +752,8 @@ class RealtimeSession:
                     self._settle()
             self._sleep_scope = None
             now = trio.current_time()
+            if now >= self._rollover_at:
+                self._rollover()
             gate.tick(now=now)
             gate.pump(now=now)
             self._settle()
@@ -538,15 +764,26 @@ class RealtimeSession:
                 task_status.started()
                 async for text, credited in self._outbox_receive:
                     try:
+                        if not self._live.is_set():  # a new connection is being opened
+                            await self._live.wait()
+                        self._writing = True
                         await self._transport.send(text)
                     except ConnectionLost as exc:
                         logger.info("send failed: %s", exc)
-                        self._end(exc)
-                        await self._transport.aclose()  # wakes the reader
-                        return
+                        if self.config.reconnect is None or self._error is not None:
+                            self._end(exc)
+                            await self._transport.aclose()  # wakes the reader
+                            return
+                        logger.warning("a client event was not sent: the connection was lost")
+                        if self._live.is_set():
+                            self._live = trio.Event()
+                        await self._transport.aclose()  # wakes the reader, which reconnects
                     finally:
+                        self._writing = False
                         if credited:
                             self._send_credits.release()
+                        if self._rollover_due:
+                            self._switch_when_quiet()
         finally:
             self._writer_done.set()
 
@@ -569,6 +806,20 @@ class _Update:
         if not self.answered.is_set():
             self.error = error
             self.answered.set()
+
+
+#: Closes after which a new connection may heal the session: going away (also the session
+#: cap, after ``session_expired``), abnormal, server error, restart, try again later.
+_RECOVERABLE_CLOSES = frozenset({1001, 1006, 1011, 1012, 1013})
+#: Error codes after which no new connection can help.
+_FATAL = frozenset(
+    {
+        "invalid_api_key",
+        "insufficient_quota",
+        "account_deactivated",
+        "billing_hard_limit_reached",
+    }
+)
 
 
 def _ticket_of(request: Request) -> ResponseTicket:
@@ -610,11 +861,17 @@ async def open_session(
     if isinstance(target, str):
         target = Endpoint(target)
     if isinstance(target, Endpoint):
-        async with (
-            open_websocket_transport(target, config, deadline=deadline) as transport,
-            RealtimeSession(transport, config)._running(deadline, tools) as session,
-        ):
+        endpoint = target
+
+        def connect() -> AbstractAsyncContextManager[Transport]:
+            opened_by = trio.current_time() + config.connect_timeout
+            return open_websocket_transport(endpoint, config, deadline=opened_by)
+
+        session = RealtimeSession(None, config, connect=connect)
+        async with session._running(deadline, tools):
             yield session
+    elif config.reconnect is not None or config.rollover_after is not None:
+        raise ValueError("reconnect and rollover_after need an Endpoint or a URL to connect to")
     else:
         try:
             async with RealtimeSession(target, config)._running(deadline, tools) as session:

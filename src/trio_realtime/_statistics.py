@@ -149,3 +149,11 @@ class SessionStatistics(GateStatistics):
     malformed_frames: int
     subscribers: int
     latency: Latencies
+    #: Connections opened (the first one included).
+    connections: int
+    #: New connections after an unexpected loss (``SessionConfig.reconnect``).
+    reconnects: int
+    #: Planned moves to a new connection (``SessionConfig.rollover_after``).
+    rollovers: int
+    #: Conversation items replayed into new connections.
+    replayed_items: int
