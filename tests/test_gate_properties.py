@@ -196,6 +196,7 @@ class GateMachine(RuleBasedStateMachine):
         self.misattributed = False
         self.sent_creates: Counter[str] = Counter()  # event_id -> creates sent
         self.answered: Counter[str] = Counter()  # event_id -> answers delivered
+        self.known_answered: Counter[str] = Counter()  # ... that the gate could attribute
         self.answered_by: set[str] = set()  # response ids that answered a create
         #: id(request) -> its attempts when its cancel was asked for.
         self.cancel_wanted: dict[int, int] = {}
@@ -356,6 +357,7 @@ class GateMachine(RuleBasedStateMachine):
             if key is not None and response["id"] not in self.answered_by:
                 self.answered_by.add(response["id"])
                 self.answered[key] += 1
+                self.known_answered[key] += 1
             owner = self.by_event_id.get(key) if key is not None else None
             abandoned = (
                 owner is not None
@@ -375,6 +377,7 @@ class GateMachine(RuleBasedStateMachine):
             if key is not None and rid not in self.answered_by:  # done without created
                 self.answered_by.add(rid)
                 self.answered[key] += 1
+                self.known_answered[key] += 1
             gate.receive_event(event, now=self.now)
             self.done_delivered.add(rid)
         elif kind == "error":
@@ -416,6 +419,8 @@ class GateMachine(RuleBasedStateMachine):
                 self.force_released.discard(rid)
             if target is not None:
                 self.answered[target.event_id] += 1
+                if echoed or matched is target:
+                    self.known_answered[target.event_id] += 1
             if matched is not None and target is None:
                 # An application event's error blamed on a request: only when the order of
                 # answers was broken (lost events), or the server misbehaved.
@@ -465,13 +470,16 @@ class GateMachine(RuleBasedStateMachine):
         """Whether ``target``'s create is the only client event still awaiting an answer."""
         if any(not answered for _, answered in self.app_events.values()):
             return False
+        # Answers the gate could attribute: an error it could not place leaves its create
+        # awaiting an answer in the gate's eyes (rule 2 never guesses).
+        known = self.known_answered
         return (
             all(
-                self.sent_creates[r.event_id] <= self.answered[r.event_id]
+                self.sent_creates[r.event_id] <= known[r.event_id]
                 for r in self.requests
                 if r is not target
             )
-            and self.sent_creates[target.event_id] == self.answered[target.event_id] + 1
+            and self.sent_creates[target.event_id] == known[target.event_id] + 1
         )
 
     # ------------------------------------------------------------------ client rules
@@ -606,6 +614,7 @@ class GateMachine(RuleBasedStateMachine):
             self.app_events[event_id][1] = True
         for request in self.requests:
             self.answered[request.event_id] = self.sent_creates[request.event_id]
+            self.known_answered[request.event_id] = self.sent_creates[request.event_id]
         self.gate.resume()
         self._pump()
 

@@ -43,7 +43,10 @@ class ScriptedPeer:
 
     async def next_frame(self) -> Frame:
         while not self.received:
-            data = await self.stream.receive_some(65536)
+            try:
+                data = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:  # the client reset the connection: its end too
+                data = b""
             if not data:
                 self.protocol.receive_eof()
             else:

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from ._events import ANSWERS, CANCEL_NOT_ACTIVE, UNANSWERED
+from ._events import ANSWERS, CANCEL_NOT_ACTIVE, SESSION_ERRORS, UNANSWERED
 from ._util import LastN
 
 __all__ = ["Unanswered"]
@@ -95,7 +95,9 @@ class Unanswered:
         """The event an error without ``event_id`` answers, if it can be known (rule 2).
 
         A conflict, or an error about a ``response.*`` param, is the oldest unanswered
-        create's (in-band, for a conflict). ``response_cancel_not_active`` is a cancel's.
+        create's (in-band, for a conflict). ``response_cancel_not_active`` is a cancel's; an
+        error about the session itself (``session_expired``, ``invalid_api_key``, ...) is
+        nobody's.
         Otherwise: the oldest event awaiting an answer, if it is one of the application's
         (each is answered when the server reads it, so none older can be the cause); or
         the oldest create, if it is the only event awaiting an answer (a create's
@@ -103,7 +105,7 @@ class Unanswered:
         after it still unanswered, the error may be theirs).
         """
         self._forget_expired(now)
-        if code == CANCEL_NOT_ACTIVE and not conflict:
+        if (code == CANCEL_NOT_ACTIVE or code in SESSION_ERRORS) and not conflict:
             return None
         if conflict or (param or "").startswith("response"):
             return next(

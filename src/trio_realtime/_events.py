@@ -19,8 +19,10 @@ __all__ = [
     "ANSWERS",
     "CANCEL_NOT_ACTIVE",
     "CONFLICT",
+    "FATAL_ERRORS",
     "METADATA_KEY",
     "OUTPUT_DELTAS",
+    "SESSION_ERRORS",
     "UNANSWERED",
     "EventKind",
     "MalformedFrame",
@@ -44,6 +46,13 @@ ERROR = "error"
 CONFLICT = "conversation_already_has_active_response"
 CONFLICT_MESSAGE_PREFIX = "Conversation already has an active response"
 CANCEL_NOT_ACTIVE = "response_cancel_not_active"
+#: Errors about the session itself, answers to no client event: the cap, and refusals no new
+#: connection can heal (the last four).
+SESSION_EXPIRED = "session_expired"
+FATAL_ERRORS = frozenset(
+    {"invalid_api_key", "insufficient_quota", "account_deactivated", "billing_hard_limit_reached"}
+)
+SESSION_ERRORS = FATAL_ERRORS | {SESSION_EXPIRED}
 
 #: The ``response.metadata`` key under which each request carries its ``event_id``.
 METADATA_KEY = "trio_realtime_request"

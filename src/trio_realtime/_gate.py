@@ -31,7 +31,8 @@ The rules
 
    - the oldest unanswered in-band ``response.create``, if it is the conflict (rule 4), even
      one whose request already timed out: only a create can cause it;
-   - nobody's, if it is ``response_cancel_not_active`` (a cancel's: harmless);
+   - nobody's, if it is ``response_cancel_not_active`` (a cancel's: harmless), or an error
+     about the session itself (``session_expired``, ``invalid_api_key``, ...);
    - the oldest unanswered ``response.create``, if its ``param`` starts with ``response``;
    - otherwise the oldest client event still awaiting an answer, if the application sent it
      (the error is logged); or the oldest ``response.create``, only when it is the *only*

@@ -38,7 +38,15 @@ from ._errors import (
     SessionRefused,
     fresh,
 )
-from ._events import EventKind, MalformedFrame, classify, dump_event, parse_error, parse_frame
+from ._events import (
+    FATAL_ERRORS,
+    EventKind,
+    MalformedFrame,
+    classify,
+    dump_event,
+    parse_error,
+    parse_frame,
+)
 from ._gate import CancelTarget, Effects, Gate, Request
 from ._statistics import LatencyRecorder, SessionStatistics
 from ._stream import EventStream
@@ -88,6 +96,8 @@ class RealtimeSession:
         self._rollover_due = False
         self._fatal: SessionRefused | None = None  # a fatal error the server reported
         self._connections = 0
+        self._connected_at = -math.inf  # when the latest new connection opened
+        self._tries = 0  # tries of the latest switch
         self._reconnects = 0
         self._rollovers = 0
         self._replayed_items = 0
@@ -522,7 +532,7 @@ class RealtimeSession:
     def _note_error(self, event: Event) -> None:
         """An error no request took: an update's answer, or a fatal refusal to remember."""
         error = parse_error(event)
-        if error.code in _FATAL:
+        if error.code in FATAL_ERRORS:
             self._fatal = SessionRefused(error.code, error.message)
         if self._updates:
             self._answer_update(event)
@@ -624,8 +634,15 @@ class RealtimeSession:
         self._settle()
         await self._close_connection()
         policy = self.config.reconnect or Reconnect(attempts=1)
+        # A connection that dies within max_delay of opening counts as a failed try: the
+        # backoff goes on from where it was, and the tries are not counted afresh.
+        now = trio.current_time()
+        first = 0
+        if not planned and now - self._connected_at < policy.max_delay:
+            first = self._tries
         error: ConnectionLost | None = lost
-        for attempt in range(policy.attempts):
+        for attempt in range(first, policy.attempts):
+            self._tries = attempt + 1
             if attempt or not planned:
                 await trio.sleep(policy.delay(attempt, random.random()))
             try:
@@ -644,6 +661,7 @@ class RealtimeSession:
         else:
             self._end(error or ConnectionLost("could not open a new connection"))
             return False
+        self._connected_at = trio.current_time()
         if planned:
             self._rollovers += 1
         else:
@@ -811,15 +829,6 @@ class _Update:
 #: Closes after which a new connection may heal the session: going away (also the session
 #: cap, after ``session_expired``), abnormal, server error, restart, try again later.
 _RECOVERABLE_CLOSES = frozenset({1001, 1006, 1011, 1012, 1013})
-#: Error codes after which no new connection can help.
-_FATAL = frozenset(
-    {
-        "invalid_api_key",
-        "insufficient_quota",
-        "account_deactivated",
-        "billing_hard_limit_reached",
-    }
-)
 
 
 def _ticket_of(request: Request) -> ResponseTicket:
