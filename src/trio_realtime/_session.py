@@ -122,6 +122,7 @@ class RealtimeSession:
         self._end_waiters: list[tuple[CancelTarget, trio.Event]] = []
         self._error: RealtimeError | None = None  # why the session ended
         self._writer_done = trio.Event()
+        self._reader_done = trio.Event()
         self._malformed = 0
         self._client_ids = 0
         self._latencies = LatencyRecorder()
@@ -460,7 +461,16 @@ class RealtimeSession:
                         trio.move_on_after(self.config.close_timeout),
                     ):
                         await self._writer_done.wait()
-                    await self._close_connection()  # gracefully, before the tasks are cancelled
+                    # The reader stops reading and closes the connection gracefully, before
+                    # the tasks are cancelled.
+                    if self._read_scope is not None:
+                        self._read_scope.cancel()
+                    with (
+                        trio.CancelScope(shield=True),
+                        trio.move_on_after(2 * self.config.close_timeout),
+                    ):
+                        await self._reader_done.wait()
+                    await self._close_connection()
                     nursery.cancel_scope.cancel()
 
     async def _start_tools(self, nursery: trio.Nursery, tools: ToolRegistry | ToolRunner) -> None:
@@ -489,6 +499,7 @@ class RealtimeSession:
                     return
         finally:
             await self._close_connection()
+            self._reader_done.set()
 
     async def _read(self) -> ConnectionLost | None:
         """Apply the connection's events until it is lost (returned), or until a planned switch
