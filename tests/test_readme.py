@@ -62,7 +62,14 @@ def test_every_python_example_passes_mypy_strict(tmp_path: Path) -> None:
         ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / ".mypy"), str(tmp_path)]
     )
     assert status == 0, out + err
-    assert {"app.py", "tools.py", "vad.py", "endpoints.py", "test_my_agent.py"} <= set(examples)
+    assert {
+        "app.py",
+        "tools.py",
+        "vad.py",
+        "endpoints.py",
+        "reconnect.py",
+        "test_my_agent.py",
+    } <= set(examples)
 
 
 def _module(name: str) -> dict[str, Any]:
@@ -116,3 +123,11 @@ def test_the_endpoints_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert module["azure"].url.startswith("wss://my-resource.openai.azure.com/openai/v1/realtime")
     assert "api-version=2025-04-01-preview" in module["preview"].url
     assert module["from_env"].url.startswith("wss://api.openai.com/v1/realtime")
+
+
+async def test_the_reconnect_example_runs() -> None:
+    with trio.fail_after(20):
+        async with open_fake_server() as server:
+            session = await _module("reconnect.py")["agent"](server.url)
+            assert session.config.reconnect is not None
+            assert session.statistics().completed == 1

@@ -99,6 +99,7 @@ async def test_rollover_waits_for_a_quiet_moment_and_fails_no_ticket(
         async with open_fake_server(behavior=Behavior(auto_finish=False)) as server:
             async with open_session(server.url, config=config) as session:
                 await session.update_session(INSTRUCTIONS)
+                await session.send(USER_MESSAGE)
                 active = session.request_response()
                 await active.wait_created()
                 waiting = session.request_response()
@@ -115,6 +116,13 @@ async def test_rollover_waits_for_a_quiet_moment_and_fails_no_ticket(
                 waiting.event_id
             ]
             assert client_types(new)[0] == "session.update"
+            assert new.received[0]["session"]["instructions"] == "You are a pirate."
+            items = replayed_items(new)
+            assert [i["role"] for i in items] == ["user", "assistant"]
+            assert items[1]["content"][0]["text"] == (active.result and active.result.text)
+            assert client_types(new).index("response.create") > client_types(new).index(
+                "conversation.item.create"
+            )
             assert (stats.connections, stats.rollovers, stats.reconnects, stats.failed) == (
                 2,
                 1,
