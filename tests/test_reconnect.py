@@ -51,7 +51,10 @@ async def test_a_conversation_carries_on_across_session_expiry(
     config = SessionConfig(reconnect=FAST_RETRY, created_timeout=1000)
     with trio.fail_after(300):
         async with open_fake_server(behavior=Behavior(session_duration=60)) as server:
-            async with open_session(server.url, config=config) as session:
+            async with (
+                open_session(server.url, config=config) as session,
+                session.subscribe() as events,
+            ):
                 await session.update_session(INSTRUCTIONS)
                 await session.send(USER_MESSAGE)
                 first = await session.request_response().wait_done()
@@ -67,6 +70,12 @@ async def test_a_conversation_carries_on_across_session_expiry(
                 server.behavior.withhold_created = False
                 assert (await queued.wait_done()).status == "completed"
                 stats = session.statistics()
+                # The subscription stayed open across the switch: it saw both connections.
+                seen = [await events.receive() for _ in range(events.buffered)]
+                assert [e["type"] for e in seen].count("session.created") == 1  # the new one's
+                assert "session_expired" in [
+                    e.get("error", {}).get("code") for e in seen if e["type"] == "error"
+                ]
             old, new = server.connections
             assert "session_expired" in [
                 e["error"]["code"] for e in old.sent if e["type"] == "error"

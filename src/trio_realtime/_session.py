@@ -572,6 +572,8 @@ class RealtimeSession:
             if event["type"] == "session.created":
                 session = event.get("session")
                 self.server_session = session if isinstance(session, Mapping) else {}
+                if self._subscribers:  # (a new connection's: subscribers learn of it)
+                    self._publish(event)
                 return
             if event["type"] == "error":
                 error = parse_error(event)
