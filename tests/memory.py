@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
-from trio_realtime import ConnectionLost
+from trio_realtime import ConnectionLost, RealtimeSession, SessionConfig, open_session
 
 Event = dict[str, Any]
 
@@ -142,3 +144,14 @@ SESSION_CREATED: Event = {
     "event_id": "ev_0",
     "session": {"id": "sess_1", "object": "realtime.session"},
 }
+
+
+@asynccontextmanager
+async def connected(
+    config: SessionConfig | None = None,
+) -> AsyncIterator[tuple[RealtimeSession, Peer, MemoryTransport]]:
+    """A session over an in-memory transport, its peer greeted with ``session.created``."""
+    transport, peer = memory_pair()
+    await peer.send(SESSION_CREATED)
+    async with open_session(transport, config=config) as session:
+        yield session, peer, transport

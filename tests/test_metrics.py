@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
 
 from gate_helpers import created, done
-from memory import SESSION_CREATED, MemoryTransport, Peer, memory_pair
+from memory import connected
 from trio_realtime import (
-    RealtimeSession,
     ResponseTicket,
     SessionClosed,
     SessionConfig,
     TicketState,
-    open_session,
 )
 from trio_realtime._statistics import LatencySummary
-
-
-@asynccontextmanager
-async def connected(
-    config: SessionConfig | None = None,
-) -> AsyncIterator[tuple[RealtimeSession, Peer, MemoryTransport]]:
-    transport, peer = memory_pair()
-    await peer.send(SESSION_CREATED)
-    async with open_session(transport, config=config) as session:
-        yield session, peer, transport
 
 
 def test_summary_percentiles_by_nearest_rank() -> None:

@@ -6,8 +6,6 @@ Each failed before the gate's second edition; see the issue for how each was fou
 from __future__ import annotations
 
 import traceback
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -15,11 +13,10 @@ import trio
 import trio.testing
 
 from gate_helpers import Driver, conflict, created, done, error
-from memory import SESSION_CREATED, MemoryTransport, Peer, memory_pair
+from memory import connected, memory_pair
 from trio_realtime import (
     ConnectionLost,
     RealtimeError,
-    RealtimeSession,
     ResponseRejected,
     ResponseTimeout,
     SessionConfig,
@@ -32,16 +29,6 @@ from trio_realtime.testing import open_fake_server
 Event = dict[str, Any]
 
 LEGACY_CONFLICT = "Conversation already has an active response"
-
-
-@asynccontextmanager
-async def connected(
-    config: SessionConfig | None = None,
-) -> AsyncIterator[tuple[RealtimeSession, Peer, MemoryTransport]]:
-    transport, peer = memory_pair()
-    await peer.send(SESSION_CREATED)
-    async with open_session(transport, config=config) as session:
-        yield session, peer, transport
 
 
 # 1 and 2: leaving the block raises nothing of ours; no create overtakes a SENT one ---------

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
 
-from memory import SESSION_CREATED, MemoryTransport, Peer, memory_pair
+from memory import connected, memory_pair
 from trio_realtime import (
     ConnectionLost,
     EventBufferOverflow,
     QueueFull,
-    RealtimeSession,
     ResponseRejected,
     ResponseTimeout,
     SessionClosed,
@@ -23,16 +20,6 @@ from trio_realtime import (
     TicketState,
     open_session,
 )
-
-
-@asynccontextmanager
-async def connected(
-    config: SessionConfig | None = None,
-) -> AsyncIterator[tuple[RealtimeSession, Peer, MemoryTransport]]:
-    transport, peer = memory_pair()
-    await peer.send(SESSION_CREATED)
-    async with open_session(transport, config=config) as session:
-        yield session, peer, transport
 
 
 async def test_request_response_round_trip() -> None:

@@ -13,7 +13,6 @@ non-zero exit status, never a traceback; API keys never appear in either.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import sys
@@ -29,6 +28,7 @@ import trio_websocket
 
 from ._endpoints import ENVIRONMENT_VARIABLES, Endpoint, _check_text
 from ._errors import ConnectionLost, RealtimeError
+from ._transport import is_loopback
 
 __all__ = ["main"]
 
@@ -82,15 +82,6 @@ class Target:
 # ---------------------------------------------------------------- endpoints
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def resolve_target(args: argparse.Namespace, environ: Mapping[str, str]) -> Target:
     """The endpoint that ``--fake``, ``--url`` and the environment name.
 
@@ -135,9 +126,9 @@ def _url_target(url: str, environ: Mapping[str, str], beta: bool) -> Target:
             if variable == "AZURE_OPENAI_API_KEY"
             else ("Authorization", f"Bearer {key}")
         )
-    elif not _is_loopback(host):
+    elif not is_loopback(host):
         raise UsageError(f"no API key for {host}: set {variable}")
-    if key is not None and parts.scheme.lower() == "ws" and not _is_loopback(host):
+    if key is not None and parts.scheme.lower() == "ws" and not is_loopback(host):
         raise UsageError(f"refusing to send {variable} over plain ws:// to {host}: use wss://")
     if beta:
         headers.append(("OpenAI-Beta", "realtime=v1"))

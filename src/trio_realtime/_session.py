@@ -70,7 +70,7 @@ class RealtimeSession:
 
     def __init__(
         self,
-        transport: Transport | None,
+        transport: Transport,
         config: SessionConfig,
         *,
         connect: Callable[[], AbstractAsyncContextManager[Transport]] | None = None,
@@ -78,9 +78,9 @@ class RealtimeSession:
         self.config = config
         #: The ``session`` object of the server's ``session.created`` (the latest connection's).
         self.server_session: Mapping[str, Any] = {}
-        # The connection: given (a Transport target), or opened with ``connect`` by the
-        # reader, held open by a task of its own (``_connection``) until it is replaced.
-        self._transport = cast(Transport, transport)
+        # The connection: the first is given; a new one (reconnect, rollover) is opened with
+        # ``connect`` by the reader and held open by a task of its own (``_connection``).
+        self._transport = transport
         self._connect = connect
         self._connection: tuple[trio.Event, trio.Event] | None = None  # (release, closed)
         self._nursery: trio.Nursery | None = None
@@ -486,11 +486,8 @@ class RealtimeSession:
 
     async def _reader(self, *, task_status: trio.TaskStatus[None]) -> None:
         try:
-            if self._connect is not None:
-                await self._open_connection()
-            else:
-                await self._wait_session_created()
-                self._connections = 1
+            await self._wait_session_created()
+            self._connections = 1
             self._arm_rollover()
             task_status.started()
             while True:
@@ -613,13 +610,17 @@ class RealtimeSession:
             closed.set()
 
     async def _close_connection(self) -> None:
-        """Close the connection ``connect`` opened (gracefully, within ``close_timeout``)."""
+        """Close the connection (gracefully, within ``close_timeout``): one ``connect`` opened
+        is released to its holder task; the first one (its opener closes it again, which does
+        nothing more) is closed here."""
         connection, self._connection = self._connection, None
-        if connection is not None:
-            release, closed = connection
-            release.set()
-            with trio.CancelScope(shield=True), trio.move_on_after(2 * self.config.close_timeout):
-                await closed.wait()
+        if connection is None:
+            await self._transport.aclose()
+            return
+        release, closed = connection
+        release.set()
+        with trio.CancelScope(shield=True), trio.move_on_after(2 * self.config.close_timeout):
+            await closed.wait()
 
     async def _switch_connection(self, lost: ConnectionLost | None) -> bool:
         """Move the session to a new connection: after an unexpected loss (``lost``) when
@@ -889,9 +890,10 @@ async def open_session(
             opened_by = trio.current_time() + config.connect_timeout
             return open_websocket_transport(endpoint, config, deadline=opened_by)
 
-        session = RealtimeSession(None, config, connect=connect)
-        async with session._running(deadline, tools):
-            yield session
+        async with open_websocket_transport(endpoint, config, deadline=deadline) as transport:
+            session = RealtimeSession(transport, config, connect=connect)
+            async with session._running(deadline, tools):
+                yield session
     elif config.reconnect is not None or config.rollover_after is not None:
         raise ValueError("reconnect and rollover_after need an Endpoint or a URL to connect to")
     else:

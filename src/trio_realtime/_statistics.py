@@ -119,25 +119,29 @@ class LatencyRecorder:
     """Keeps the latest samples of each latency."""
 
     def __init__(self, size: int = SAMPLES) -> None:
-        self._samples = {name: deque[float](maxlen=size) for name in attrs.fields_dict(Latencies)}
+        self._size = size
+        self._samples: dict[str, deque[float]] = {}  # made on the first sample (memory)
 
     def add(self, name: str, value: float | None) -> None:
         if value is not None:
-            self._samples[name].append(value)
+            samples = self._samples.get(name)
+            if samples is None:
+                samples = self._samples[name] = deque(maxlen=self._size)
+            samples.append(value)
 
     def record(self, timings: TicketTimings) -> None:
         """A ticket's latencies, those it has."""
-        samples = self._samples
         for name in ("queue_wait", "time_to_created", "time_to_first_output", "time_to_done"):
-            value = getattr(timings, name)
-            if value is not None:
-                samples[name].append(value)
+            self.add(name, getattr(timings, name))
         if timings.cancel_requested_at is not None:
             self.add("cancel_latency", timings.cancel_latency)
 
     def summary(self) -> Latencies:
         return Latencies(
-            **{name: LatencySummary.of(samples) for name, samples in self._samples.items()}
+            **{
+                name: LatencySummary.of(self._samples.get(name, ()))
+                for name in attrs.fields_dict(Latencies)
+            }
         )
 
 

@@ -67,7 +67,8 @@ class Target:
     headers: tuple[tuple[str, str], ...] = attrs.field(repr=False)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (credentials may go there over plain ``ws://``)."""
     if host == "localhost":
         return True
     try:
@@ -86,7 +87,7 @@ def target_of(endpoint: Endpoint, config: SessionConfig) -> Target:
     if (
         not secure
         and endpoint.has_credentials
-        and not _is_loopback(host)
+        and not is_loopback(host)
         and not config.allow_insecure
     ):
         raise ValueError(
