@@ -20,6 +20,7 @@ from openai.types.beta.realtime import SessionUpdateEvent as BetaSessionUpdate
 from openai.types.realtime import ConversationItemCreateEvent as GAItemCreate
 from openai.types.realtime import SessionUpdateEvent as GASessionUpdate
 
+from model_checks import undeclared_fields
 from trio_realtime._conversation import ConversationRecord, ConversationStatistics, Replay
 from trio_realtime.testing import Behavior, FunctionCall, Script
 from trio_realtime.testing._ids import IdFactory
@@ -54,23 +55,12 @@ GA_ITEM_MODELS = {
 }
 
 
-def _extras(value: Any, path: str = "") -> list[str]:
-    """Paths of fields a model accepted without declaring them."""
-    found: list[str] = []
-    if isinstance(value, pydantic.BaseModel):
-        found.extend(f"{path}{key}" for key in (value.model_extra or {}))
-        for name in type(value).model_fields:
-            found.extend(_extras(getattr(value, name), f"{path}{name}."))
-    elif isinstance(value, list):
-        for item in value:
-            found.extend(_extras(item, path))
-    return found
-
-
 def validate(dialect: Dialect, event: dict[str, Any]) -> None:
     """``event`` is a valid client event of ``dialect``: no undeclared field, nothing coerced."""
     model = MODELS[dialect, event["type"]].model_validate(event)
-    assert not _extras(model), f"undeclared fields in {event['type']}: {_extras(model)}"
+    assert not undeclared_fields(model), (
+        f"undeclared fields in {event['type']}: {undeclared_fields(model)}"
+    )
     assert model.model_dump(mode="json", exclude_unset=True) == event
     if dialect == "ga" and event["type"] == "conversation.item.create":
         item = event["item"]

@@ -18,6 +18,7 @@ import trio.testing
 from openai.types.beta.realtime import RealtimeServerEvent as BetaServerEvent
 from openai.types.realtime import RealtimeServerEvent as GAServerEvent
 
+from model_checks import undeclared_fields
 from trio_realtime.testing import (
     Behavior,
     FakeRealtimeServer,
@@ -310,25 +311,12 @@ async def _newer_scenarios(dialect: Dialect, server: FakeRealtimeServer, client:
         assert (await update(off))["type"] == "session.updated"
 
 
-def _extras(value: Any, path: str = "") -> list[str]:
-    """Paths of fields a model accepted without declaring them."""
-    found: list[str] = []
-    if isinstance(value, pydantic.BaseModel):
-        found.extend(f"{path}{key}" for key in (value.model_extra or {}))
-        for name in type(value).model_fields:
-            found.extend(_extras(getattr(value, name), f"{path}{name}."))
-    elif isinstance(value, list):
-        for item in value:
-            found.extend(_extras(item, path))
-    return found
-
-
 def validate(dialect: Dialect, event: dict[str, Any]) -> pydantic.BaseModel:
     model = ADAPTERS[dialect].validate_python(event)
     assert isinstance(model, pydantic.BaseModel)
     assert model.type == event["type"]  # type: ignore[attr-defined]
     assert type(model).__name__ != "BaseModel"
-    extras = {(event["type"], path) for path in _extras(model)}
+    extras = {(event["type"], path) for path in undeclared_fields(model)}
     assert extras <= ALLOWED_EXTRAS, (
         f"undeclared fields in {event['type']}: {extras - ALLOWED_EXTRAS}"
     )

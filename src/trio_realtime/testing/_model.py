@@ -339,15 +339,7 @@ def _ga_format(value: Any, param: str) -> Rejection | None:
 
 
 _TRANSCRIPTION = _Object({"model": _string, "language": _string, "prompt": _string}, nullable=True)
-_SERVER_VAD_GA = {
-    "type": "server_vad",
-    "threshold": 0.5,
-    "prefix_padding_ms": 300,
-    "silence_duration_ms": 200,
-    "idle_timeout_ms": None,
-    "create_response": True,
-    "interrupt_response": True,
-}
+_SERVER_VAD_GA = proto.SERVER_VAD_GA
 _SEMANTIC_VAD = {
     "type": "semantic_vad",
     "eagerness": "auto",

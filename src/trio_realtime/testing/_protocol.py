@@ -84,6 +84,18 @@ COMMIT_EMPTY_CODE = "input_audio_buffer_commit_empty"
 # -- session -------------------------------------------------------------------------------
 
 
+#: The GA session's default turn detection (server voice activity detection).
+SERVER_VAD_GA: dict[str, Any] = {
+    "type": "server_vad",
+    "threshold": 0.5,
+    "prefix_padding_ms": 300,
+    "silence_duration_ms": 200,
+    "idle_timeout_ms": None,
+    "create_response": True,
+    "interrupt_response": True,
+}
+
+
 def session_object(
     dialect: Dialect, *, session_id: str, model: str, expires_at: int
 ) -> dict[str, Any]:
@@ -109,15 +121,7 @@ def session_object(
                     "format": {"type": "audio/pcm", "rate": 24000},
                     "transcription": None,
                     "noise_reduction": None,
-                    "turn_detection": {
-                        "type": "server_vad",
-                        "threshold": 0.5,
-                        "prefix_padding_ms": 300,
-                        "silence_duration_ms": 200,
-                        "idle_timeout_ms": None,
-                        "create_response": True,
-                        "interrupt_response": True,
-                    },
+                    "turn_detection": dict(SERVER_VAD_GA),
                 },
                 "output": {
                     "format": {"type": "audio/pcm", "rate": 24000},
