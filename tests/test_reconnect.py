@@ -189,3 +189,28 @@ async def test_reconnect_needs_somewhere_to_connect_to(
     with pytest.raises(ValueError, match="reconnect"):
         async with open_session(transport, config=SessionConfig(reconnect=Reconnect())):
             pass  # pragma: no cover
+
+
+async def test_an_item_sent_as_the_connection_drops_reaches_the_new_one_once() -> None:
+    second = {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "And the map?"}],
+        },
+    }
+    with trio.fail_after(30):
+        async with open_fake_server() as server:
+            config = SessionConfig(reconnect=FAST_RETRY)
+            async with open_session(server.url, config=config) as session:
+                await session.send(USER_MESSAGE)
+                await server.connections[0].wait_for_client_event("conversation.item.create")
+                await server.connections[0].abort()
+                await session.send(second)  # lost with the old connection, or sent after it
+                assert (await session.request_response().wait_done()).status == "completed"
+            new = server.connections[-1]
+            texts = [item["content"][0]["text"] for item in replayed_items(new)]
+            assert texts.count("And the map?") == 1
+            assert texts.count("Where is the treasure?") == 1
+            assert session.statistics().reconnects == 1

@@ -109,9 +109,9 @@ class RealtimeSession:
             out_of_band_takes_slot=config.out_of_band_takes_slot,
         )
         self._turns: Turns[Request] = Turns()  # follow-ups held for their turn
-        self._outbox_send, self._outbox_receive = trio.open_memory_channel[tuple[str, bool]](
-            math.inf
-        )
+        # What the writer sends: the text, and for an application's event (send()), the event
+        # itself (it holds a send credit, and the conversation record takes it once written).
+        self._outbox_send, self._outbox_receive = trio.open_memory_channel[_Outgoing](math.inf)
         self._send_credits = trio.Semaphore(config.send_buffer)
         # The dispatcher: parked until a request could be sent, in a scope whose deadline is
         # the gate's next deadline.
@@ -176,14 +176,12 @@ class RealtimeSession:
         text = dump_event(event)
         await self._send_credits.acquire()
         try:
-            self._outbox_send.send_nowait((text, True))
+            self._outbox_send.send_nowait((text, event))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             self._send_credits.release()
             self._check_open()
             raise SessionClosed("session is closing") from None
         self._gate.client_event_sent(event, now=trio.current_time())
-        if self._record is not None:
-            self._record.client_event(event)
         return event_id
 
     async def cancel_response(self) -> None:
@@ -384,7 +382,7 @@ class RealtimeSession:
     def _apply(self, effects: Effects) -> None:
         for event in effects.send:
             try:
-                self._outbox_send.send_nowait((dump_event(event), False))
+                self._outbox_send.send_nowait((dump_event(event), None))
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 break  # the session is ending: nothing more goes out
         for request, state in effects.changed:
@@ -794,30 +792,52 @@ class RealtimeSession:
         try:
             with self._outbox_receive:
                 task_status.started()
-                async for text, credited in self._outbox_receive:
+                async for text, event in self._outbox_receive:
                     try:
-                        if not self._live.is_set():  # a new connection is being opened
-                            await self._live.wait()
-                        self._writing = True
-                        await self._transport.send(text)
-                    except ConnectionLost as exc:
-                        logger.info("send failed: %s", exc)
-                        if self.config.reconnect is None or self._error is not None:
-                            self._end(exc)
-                            await self._transport.aclose()  # wakes the reader
+                        if not await self._write(text, event):
                             return
-                        logger.warning("a client event was not sent: the connection was lost")
-                        if self._live.is_set():
-                            self._live = trio.Event()
-                        await self._transport.aclose()  # wakes the reader, which reconnects
                     finally:
-                        self._writing = False
-                        if credited:
+                        if event is not None:
                             self._send_credits.release()
                         if self._rollover_due:
                             self._switch_when_quiet()
         finally:
             self._writer_done.set()
+
+    async def _write(self, text: str, event: Event | None) -> bool:
+        """Send one message; False when the session has ended.
+
+        When the connection is lost and the session reconnects, an application's event goes
+        out on the new connection, after the replay (the old server never read it, or it is
+        gone with its conversation); the gate's own events (creates, cancels) belonged to the
+        lost connection and are dropped: the gate has failed their requests.
+        """
+        while True:
+            if not self._live.is_set():  # a new connection is being opened
+                await self._live.wait()
+            self._writing = True
+            transport = self._transport
+            try:
+                await transport.send(text)
+            except ConnectionLost as exc:
+                logger.info("send failed: %s", exc)
+                if self.config.reconnect is None or self._error is not None:
+                    self._end(exc)
+                    await transport.aclose()  # wakes the reader
+                    return False
+                if transport is self._transport and self._live.is_set():
+                    self._live = trio.Event()  # (not if the reader has switched already)
+                await transport.aclose()  # wakes the reader, which reconnects
+                if event is None:
+                    return True
+                continue
+            finally:
+                self._writing = False
+            if event is not None and self._record is not None:
+                # Recorded once written: what waits here during a switch is sent after the
+                # replay, not replayed too.
+                self._record.client_event(event)
+            return True
 
 
 @attrs.define(eq=False)
@@ -839,6 +859,8 @@ class _Update:
             self.error = error
             self.answered.set()
 
+
+_Outgoing = tuple[str, Event | None]
 
 #: Closes after which a new connection may heal the session: going away (also the session
 #: cap, after ``session_expired``), abnormal, server error, restart, try again later.

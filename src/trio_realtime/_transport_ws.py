@@ -137,7 +137,12 @@ class _WebsocketsTransport:
         await self._read_once()
         writes = self._protocol.data_to_send()  # pongs, the close frame's echo
         if writes:
-            with contextlib.suppress(ConnectionLost):  # the reader learns of it anyway
+            # Not cut short by a cancelled read: a frame half written corrupts the stream.
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(self._close_timeout),
+                contextlib.suppress(ConnectionLost),  # the reader learns of it anyway
+            ):
                 await self._write(writes)
 
     async def _read_once(self) -> bool:
