@@ -12,7 +12,13 @@
 
 After feeding the gate, any task hands the gate's effects on at once (:meth:`_settle`): events
 to the writer's channel, state changes to tickets, ended responses to function-call turns.
-Nothing outlives the ``async with`` block.
+
+The first connection is opened by :func:`open_session`. When ``reconnect`` or
+``rollover_after`` asks for it, the reader moves the session to a new one in one step,
+:meth:`RealtimeSession._switch_connection`: the gate fails what went out on the old connection
+and pauses the queue, the writer waits, a new connection is opened (held open by a task of its
+own) and the configuration and conversation are replayed into it, then the writer and the
+queue resume. Nothing outlives the ``async with`` block.
 """
 
 from __future__ import annotations
