@@ -351,7 +351,9 @@ class GateMachine(RuleBasedStateMachine):
                     self.second_in_band_tolerated = True
                 if response["id"] not in self.in_band_created_delivered:
                     # One in-band response at a time: a new one proves the others ended.
-                    self.superseded |= self.in_band_created_delivered - self.done_delivered
+                    # (Rule 3: so do those known only from a conflict message.)
+                    told = self.in_band_created_delivered | self.conflict_named
+                    self.superseded |= told - self.done_delivered
                 self.in_band_created_delivered.add(response["id"])
             key = (response.get("metadata") or {}).get(METADATA_KEY)
             if key is not None and response["id"] not in self.answered_by:
@@ -436,6 +438,10 @@ class GateMachine(RuleBasedStateMachine):
                 assert self.lossy or self.misbehaved, (matched, target, event)
                 self.misattributed = True
             explicit = echoed or is_conflict or (param or "").startswith("response") or alone
+            if awaited and not echoed and self.lossy and matched is not target:
+                # Without event_id the gate relies on the order of answers, which lost events
+                # break: it may blame the wrong create, and what follows is not checked.
+                self.misattributed = True
             if awaited and not self.misattributed and explicit and (echoed or not self.lossy):
                 # The rejection reaches the request it answers: a conflict sends it back to
                 # the queue (or ends it, when cancelled), any other error fails it.
