@@ -423,6 +423,18 @@ class GateMachine(RuleBasedStateMachine):
                 self.answered[target.event_id] += 1
                 if echoed or matched is target:
                     self.known_answered[target.event_id] += 1
+            if (
+                target is not None
+                and not echoed
+                and matched is None
+                and not is_conflict
+                and not (param or "").startswith("response")
+            ):
+                # A create's answer the gate could not place (rule 2 never guesses): the gate
+                # still counts that create as awaiting an answer, so for the errors without
+                # event_id that follow, its order of answers is behind the server's, as after
+                # a lost event.
+                self.lossy = True
             if matched is not None and target is None:
                 # An application event's error blamed on a request: only when the order of
                 # answers was broken (lost events), or the server misbehaved.
