@@ -459,3 +459,25 @@ def test_out_of_band_response_waiting_by_configuration_does_not_end_the_in_band_
     assert following.state is TicketState.QUEUED  # resp_vad still runs
     d.feed(done("resp_vad"))
     assert following.state is TicketState.SENT
+
+
+def test_the_slot_moves_through_its_states() -> None:
+    from trio_realtime._gate import SlotState
+
+    d = Driver()
+    assert d.gate.slot.state is SlotState.FREE
+    mine = d.submit()
+    assert (d.gate.slot.state, d.gate.slot.request) == (SlotState.RESERVED, mine)
+    d.feed(created("resp_vad"))  # a server response overtakes ours
+    assert d.gate.slot.state is SlotState.HELD
+    assert d.gate.slot.displaced is mine
+    d.feed(done("resp_vad"))
+    assert (d.gate.slot.state, d.gate.slot.request) == (SlotState.RESERVED, mine)
+    d.feed(conflict(mine.event_id, legacy=True))  # nothing known to run: retried at once
+    d.feed(conflict(mine.event_id, legacy=True))
+    assert d.gate.slot.state is SlotState.HELD_UNNAMED
+    d.feed(done("resp_unseen"))
+    d.feed(created("resp_1", mine.event_id))
+    assert d.gate.slot.state is SlotState.HELD
+    d.feed(done("resp_1", mine.event_id))
+    assert d.gate.slot.state is SlotState.FREE
