@@ -272,12 +272,12 @@ class SeedClient:
 @contextlib.contextmanager
 def json_parser(*, fast: bool) -> Iterator[None]:
     """Run the library with ``orjson`` (``fast``, as the ``[fast]`` extra does) or with the
-    standard library's parser (the core install), whatever is installed here."""
+    standard library's JSON (the core install), whatever is installed here."""
     from trio_realtime import _events
 
-    saved = _events._loads
-    _events._loads = _events._json_parser(orjson_if_installed=fast)
+    saved = _events._loads, _events._dumps
+    _events._loads, _events._dumps = _events.json_codec(orjson_if_installed=fast)
     try:
         yield
     finally:
-        _events._loads = saved
+        _events._loads, _events._dumps = saved

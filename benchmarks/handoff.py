@@ -35,21 +35,21 @@ from trio_realtime import SessionConfig, open_session
 WARMUP = 5
 
 
+async def _floor(
+    send: Callable[[str], Awaitable[None]], receive: Callable[[], Awaitable[str | bytes]], n: int
+) -> None:
+    """The hand-written loop: send a create, read until its done, send the next."""
+    json.loads(await receive())  # session.created
+    for i in range(n):
+        create = {"type": "response.create", "event_id": f"evt_{i}"}
+        await send(json.dumps({**create, "response": {"metadata": {"i": str(i)}}}))
+        while json.loads(await receive())["type"] != "response.done":
+            pass
+
+
 async def run_floor(port: int, tag: str, n: int) -> None:
     async with common.open_raw_ws(port, common.resource_of(port, tag=tag)) as ws:
-        json.loads(await ws.get_message())  # session.created
-        for i in range(n):
-            await ws.send_message(
-                json.dumps(
-                    {
-                        "type": "response.create",
-                        "event_id": f"evt_{i}",
-                        "response": {"metadata": {"i": str(i)}},
-                    }
-                )
-            )
-            while json.loads(await ws.get_message())["type"] != "response.done":
-                pass
+        await _floor(ws.send_message, ws.get_message, n)
 
 
 async def run_websockets_floor(port: int, tag: str, n: int) -> None:
@@ -57,19 +57,7 @@ async def run_websockets_floor(port: int, tag: str, n: int) -> None:
 
     url = common.url(port, tag=tag)
     async with connect(url, compression=None, proxy=None, ping_interval=None) as ws:
-        json.loads(await ws.recv())  # session.created
-        for i in range(n):
-            await ws.send(
-                json.dumps(
-                    {
-                        "type": "response.create",
-                        "event_id": f"evt_{i}",
-                        "response": {"metadata": {"i": str(i)}},
-                    }
-                )
-            )
-            while json.loads(await ws.recv())["type"] != "response.done":
-                pass
+        await _floor(ws.send, ws.recv, n)
 
 
 async def run_seed(port: int, tag: str, n: int) -> None:

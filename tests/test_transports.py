@@ -38,7 +38,7 @@ def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
         orjson = pytest.importorskip("orjson")
         monkeypatch.setattr(events, "_loads", orjson.loads)
     else:
-        monkeypatch.setattr(events, "_loads", events._json_parser(orjson_if_installed=False))
+        monkeypatch.setattr(events, "_loads", events.json_codec(orjson_if_installed=False)[0])
     return str(request.param)
 
 
@@ -63,7 +63,7 @@ def test_the_parser_in_use_is_orjson_when_installed() -> None:
         pytest.skip("orjson is not installed")
     import orjson
 
-    assert events._json_parser() is orjson.loads
+    assert events.json_codec()[0] is orjson.loads
 
 
 async def test_a_transport_not_installed_says_how_to_install_it(

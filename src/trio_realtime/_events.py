@@ -29,6 +29,7 @@ __all__ = [
     "ServerError",
     "classify",
     "dump_event",
+    "json_codec",
     "parse_error",
     "parse_frame",
     "response_id_of",
@@ -121,39 +122,29 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _json_parser(*, orjson_if_installed: bool = True) -> Callable[[str], Any]:
-    """``orjson.loads`` when it is installed (the ``fast`` extra), else the standard library's
-    decoder; both refuse what is not JSON (``NaN``, ``Infinity``), so both give one result."""
+def json_codec(
+    *, orjson_if_installed: bool = True
+) -> tuple[Callable[[str], Any], Callable[[Any], str]]:
+    """The parser and the writer of event frames: ``orjson``'s when it is installed (the
+    ``fast`` extra), else the standard library's. Both parsers refuse what is not JSON
+    (``NaN``, ``Infinity``), so both give one result."""
     if orjson_if_installed:
         try:
             import orjson
         except ImportError:
             pass
         else:
-            return orjson.loads
-    return json.JSONDecoder(parse_constant=_reject_constant).decode
+            dumps = orjson.dumps
+            return orjson.loads, lambda event: dumps(event).decode()
+    return json.JSONDecoder(parse_constant=_reject_constant).decode, json.dumps
 
 
-_loads = _json_parser()
+_loads, _dumps = json_codec()
 
 
-def _json_writer() -> Callable[[Any], str]:
-    """``orjson`` when it is installed (the ``fast`` extra), else the standard library."""
-    try:
-        import orjson
-    except ImportError:
-        return json.dumps
-
-    dumps = orjson.dumps
-
-    def write(event: Any) -> str:
-        return dumps(event).decode()
-
-    return write
-
-
-#: Serializes a client event to the text of its frame.
-dump_event = _json_writer()
+def dump_event(event: Mapping[str, Any]) -> str:
+    """The text of a client event's frame."""
+    return _dumps(event)
 
 
 def parse_frame(data: str | bytes) -> Event:
