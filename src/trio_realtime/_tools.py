@@ -32,7 +32,6 @@ import inspect
 import json
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -42,6 +41,7 @@ import trio
 from ._errors import ConnectionLost, EventBufferOverflow, RealtimeError, SessionClosed, fresh
 from ._result import FunctionCallItem, ResponseResult, function_calls_of
 from ._schema import ArgumentsInvalid, derive_schema, to_jsonable
+from ._util import LastN
 
 if TYPE_CHECKING:
     from ._session import RealtimeSession
@@ -379,8 +379,8 @@ class ToolRunner:
     ) -> None:
         self.registry = registry
         self.follow_up = follow_up
-        self._seen: OrderedDict[str, None] = OrderedDict()  # call ids
-        self._turns: OrderedDict[str, _Turn] = OrderedDict()  # by response id
+        self._seen: LastN[str, None] = LastN(_MEMORY)  # call ids
+        self._turns: LastN[str, _Turn] = LastN(_MEMORY)  # by response id
         self._turn_added = trio.Event()  # replaced after each new turn
         self._ended: RealtimeError | None = None
         self._running = False
@@ -504,14 +504,10 @@ class ToolRunner:
             return
         turn = self._turns.get(rid) or _Turn()
         self._turns[rid] = turn
-        if len(self._turns) > _MEMORY:
-            self._turns.popitem(last=False)
         self._turn_added.set()
         self._turn_added = trio.Event()
         for call in fresh:
             self._seen[call.call_id] = None
-            if len(self._seen) > _MEMORY:
-                self._seen.popitem(last=False)
             self._calls += 1
             self._in_flight += 1
             nursery.start_soon(self._answer, session, call, turn, name=f"tool call {call.call_id}")
