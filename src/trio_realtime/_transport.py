@@ -17,7 +17,7 @@ import ipaddress
 import logging
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Protocol, runtime_checkable
 
@@ -29,7 +29,7 @@ from ._endpoints import Endpoint
 from ._errors import ConnectionLost
 from ._util import unwrap_lone_exception
 
-__all__ = ["Target", "Transport", "open_websocket_transport"]
+__all__ = ["Target", "Transport", "close_then_drop", "open_websocket_transport"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,17 @@ async def closed_on_error(stream: trio.abc.AsyncResource) -> AsyncIterator[None]
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
+
+
+async def close_then_drop(
+    graceful: Callable[[], Awaitable[None]], stream: trio.abc.AsyncResource, grace: float
+) -> None:
+    """Close a connection gracefully within ``grace`` seconds (shielded), then close its stream
+    whatever happened: a transport's ``aclose`` always closes."""
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(grace):
+            await graceful()
+        await trio.aclose_forcefully(stream)
 
 
 async def open_stream(target: Target, config: SessionConfig) -> Stream:

@@ -12,7 +12,7 @@ import trio_websocket
 
 from ._config import SessionConfig
 from ._errors import ConnectionLost
-from ._transport import Stream, Target, Transport, closed_on_error, describe
+from ._transport import Stream, Target, Transport, close_then_drop, closed_on_error, describe
 
 __all__ = ["open_transport"]
 
@@ -43,10 +43,7 @@ class _TrioWebSocketTransport:
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(self._close_timeout):
-                await self._ws.aclose()
-            await trio.aclose_forcefully(self._stream)
+        await close_then_drop(self._ws.aclose, self._stream, self._close_timeout)
 
 
 def _lost(exc: trio_websocket.ConnectionClosed) -> ConnectionLost:

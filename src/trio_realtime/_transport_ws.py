@@ -25,7 +25,7 @@ from websockets.uri import parse_uri
 
 from ._config import SessionConfig
 from ._errors import ConnectionLost, fresh
-from ._transport import Stream, Target, Transport, closed_on_error
+from ._transport import Stream, Target, Transport, close_then_drop, closed_on_error
 
 __all__ = ["open_transport"]
 
@@ -91,18 +91,18 @@ class _WebsocketsTransport:
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(self._close_timeout):
-                if self._protocol.state is State.OPEN:
-                    self._protocol.send_close(1000)
-                    with contextlib.suppress(ConnectionLost):
-                        await self._flush()
-                # The server closes the TCP connection after the closing handshake; wait for
-                # it unless the reader is reading (closing the stream then wakes it).
-                while not self._reading and self._protocol.state is not State.CLOSED:
-                    if not await self._read_once():
-                        break
-            await trio.aclose_forcefully(self._stream)
+        await close_then_drop(self._closing_handshake, self._stream, self._close_timeout)
+
+    async def _closing_handshake(self) -> None:
+        if self._protocol.state is State.OPEN:
+            self._protocol.send_close(1000)
+            with contextlib.suppress(ConnectionLost):
+                await self._flush()
+        # The server closes the TCP connection after the closing handshake; wait for it
+        # unless the reader is reading (closing the stream then wakes it).
+        while not self._reading and self._protocol.state is not State.CLOSED:
+            if not await self._read_once():
+                break
 
     # ------------------------------------------------------------------ internals
 
