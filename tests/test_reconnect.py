@@ -27,14 +27,20 @@ pytestmark = pytest.mark.usefixtures("transport")
 
 FAST_RETRY = Reconnect(attempts=3, initial_delay=0.05, max_delay=0.2)
 INSTRUCTIONS = {"type": "realtime", "instructions": "You are a pirate."}
-USER_MESSAGE = {
-    "type": "conversation.item.create",
-    "item": {
-        "type": "message",
-        "role": "user",
-        "content": [{"type": "input_text", "text": "Where is the treasure?"}],
-    },
-}
+
+
+def user_message(text: str) -> dict[str, Any]:
+    return {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": text}],
+        },
+    }
+
+
+USER_MESSAGE = user_message("Where is the treasure?")
 
 
 def client_types(connection: FakeConnection) -> list[str]:
@@ -192,14 +198,7 @@ async def test_reconnect_needs_somewhere_to_connect_to(
 
 
 async def test_an_item_sent_as_the_connection_drops_reaches_the_new_one_once() -> None:
-    second = {
-        "type": "conversation.item.create",
-        "item": {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": "And the map?"}],
-        },
-    }
+    second = user_message("And the map?")
     with trio.fail_after(30):
         async with open_fake_server() as server:
             config = SessionConfig(reconnect=FAST_RETRY)
