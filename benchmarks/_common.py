@@ -273,11 +273,11 @@ class SeedClient:
 def json_parser(*, fast: bool) -> Iterator[None]:
     """Run the library with ``orjson`` (``fast``, as the ``[fast]`` extra does) or with the
     standard library's JSON (the core install), whatever is installed here."""
-    from trio_realtime import _events
+    from trio_realtime import _codec
 
-    saved = _events._loads, _events._dumps
-    _events._loads, _events._dumps = _events.json_codec(orjson_if_installed=fast)
+    saved = _codec._loads, _codec._dumps
+    _codec._loads, _codec._dumps = _codec.json_codec(orjson_if_installed=fast)
     try:
         yield
     finally:
-        _events._loads, _events._dumps = saved
+        _codec._loads, _codec._dumps = saved

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 import attrs
 import trio
 
+from ._codec import dump_event, parse_frame, to_wire
 from ._config import Reconnect, SessionConfig
 from ._conversation import ConversationRecord
 from ._endpoints import Endpoint
@@ -49,9 +50,7 @@ from ._events import (
     EventKind,
     MalformedFrame,
     classify,
-    dump_event,
     parse_error,
-    parse_frame,
 )
 from ._gate import CancelTarget, Effects, Gate, Request
 from ._statistics import LatencyRecorder, SessionStatistics
@@ -151,8 +150,11 @@ class RealtimeSession:
         request already sent is never overtaken. Never blocks. Raises ``TypeError`` for a
         body that is not a mapping or a priority that is not an int, ``QueueFull`` when
         ``max_queue`` requests wait, and ``SessionClosed`` / ``ConnectionLost`` once the
-        session has ended.
+        session has ended. A value JSON cannot carry (a date, NaN, bytes, ...) raises
+        ``TypeError`` / ``ValueError`` naming its key path, and nothing is queued.
         """
+        if response is not None:
+            response = to_wire(response, "response")
         return self._submit(response, priority=priority, held=False)
 
     async def send(self, event: Mapping[str, Any]) -> str:
@@ -162,13 +164,15 @@ class RealtimeSession:
         ``event_id`` is the library's). Waits while ``send_buffer`` events wait for the writer;
         returns once the event is handed to the writer, in order with every other send.
         Cancelling the wait is safe: the event is then not sent. Raises ``TypeError`` /
-        ``ValueError`` for an event that is not a mapping with a string ``type``, and
-        ``SessionClosed`` or ``ConnectionLost`` once the session has ended.
+        ``ValueError`` for an event that is not a mapping with a string ``type`` or that holds
+        a value JSON cannot carry (naming its key path), and ``SessionClosed`` or
+        ``ConnectionLost`` once the session has ended.
         """
         if not isinstance(event, Mapping):
             raise TypeError(f"event must be a mapping, not {type(event).__name__}")
         if not isinstance(event.get("type"), str):
             raise ValueError("event must have a string 'type' (e.g. 'session.update')")
+        event = to_wire(event, "event")
         if event["type"] == "response.create":
             ticket = self.request_response(event.get("response"))
             await trio.lowlevel.checkpoint()
@@ -237,6 +241,8 @@ class RealtimeSession:
             raise TypeError(f"call_id must be a non-empty str, not {call_id!r}")
         if not isinstance(output, str):
             raise TypeError(f"output must be a str (JSON text), not {type(output).__name__}")
+        if response is not None:
+            response = to_wire(response, "response")
         await self.send(
             {
                 "type": "conversation.item.create",
@@ -282,6 +288,7 @@ class RealtimeSession:
         """
         if not isinstance(session, Mapping):
             raise TypeError(f"session must be a mapping, not {type(session).__name__}")
+        session = to_wire(session, "session")
         update = _Update()
         self._updates.append(update)
         try:
