@@ -28,7 +28,7 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import attrs
 import trio
@@ -56,12 +56,10 @@ from ._gate import CancelTarget, Effects, Gate, Request
 from ._statistics import LatencyRecorder, SessionStatistics
 from ._stream import EventStream
 from ._ticket import ResponseTicket
+from ._tools import ToolRegistry, ToolRunner
 from ._transport import Transport, open_websocket_transport
 from ._turns import Turns
 from ._util import unwrap_lone_exception
-
-if TYPE_CHECKING:
-    from ._tools import ToolRegistry, ToolRunner
 
 __all__ = ["RealtimeSession", "SessionStatistics", "open_session"]
 
@@ -485,8 +483,6 @@ class RealtimeSession:
                     nursery.cancel_scope.cancel()
 
     async def _start_tools(self, nursery: trio.Nursery, tools: ToolRegistry | ToolRunner) -> None:
-        from ._tools import ToolRunner  # (the tools module builds on this one)
-
         runner = tools if isinstance(tools, ToolRunner) else ToolRunner(tools)
         self.tools = runner
         await nursery.start(runner.run, self)
@@ -909,7 +905,14 @@ async def open_session(
     session sends the tools' definitions in a ``session.update`` and answers every function
     call with them in a task of its own (``session.tools`` is the runner).
     """
-    config = config or SessionConfig()
+    if config is None:
+        config = SessionConfig()
+    elif not isinstance(config, SessionConfig):
+        raise TypeError(f"config must be a SessionConfig or None, got {type(config).__name__}")
+    if tools is not None and not isinstance(tools, ToolRegistry | ToolRunner):
+        raise TypeError(
+            f"tools must be a ToolRegistry, a ToolRunner or None, got {type(tools).__name__}"
+        )
     if not isinstance(target, Endpoint | str | Transport):
         raise TypeError(
             f"target must be an Endpoint, a ws:// or wss:// URL or a Transport, "
