@@ -20,25 +20,22 @@ import textwrap
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
-import attrs
 import trio
 import trio_websocket
 
+from ._cli_bench import BENCHMARKS, run_bench
+from ._cli_chat import run_chat
+from ._cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Target, UsageError
+from ._cli_demo import run_demo
 from ._endpoints import ENVIRONMENT_VARIABLES, Endpoint, _check_text
 from ._errors import ConnectionLost, RealtimeError
 from ._transport import is_loopback
 
-__all__ = ["main"]
+__all__ = ["Target", "UsageError", "main"]
 
 logger = logging.getLogger(__name__)
-
-#: Exit statuses: the run failed (connection lost, a request failed), or it could not start
-#: (a bad command line, environment or endpoint).
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 #: Variables that name a real endpoint; when none is set, demo and chat use the fake server.
 _ENDPOINT_VARIABLES = (
@@ -55,28 +52,6 @@ _ENVIRONMENT_HELP = "environment variables (not read with --fake):\n" + (
     "and AZURE_OPENAI_DEPLOYMENT (Azure wins when both are set). With --url, the key is\n"
     "AZURE_OPENAI_API_KEY for an *.azure.com host, else OPENAI_API_KEY."
 )
-
-
-class UsageError(Exception):
-    """A bad command line, environment or endpoint: reported in one line, exit status 2."""
-
-
-@attrs.frozen
-class Target:
-    """Where demo and chat connect: None for the embedded fake server."""
-
-    endpoint: Endpoint | None
-    #: The variable the credential came from (for a hint when the server refuses it).
-    key_variable: str | None = None
-    beta: bool = False
-
-    @property
-    def fake(self) -> bool:
-        return self.endpoint is None
-
-    @property
-    def dialect(self) -> Literal["ga", "beta"]:
-        return "beta" if self.beta else "ga"
 
 
 # ---------------------------------------------------------------- endpoints
@@ -328,8 +303,6 @@ def build_parser() -> argparse.ArgumentParser:
         "everything runs on 127.0.0.1.",
         formatter_class=formatter,
     )
-    from ._cli_bench import BENCHMARKS
-
     bench.add_argument(
         "names",
         nargs="*",
@@ -356,16 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with verbose_logging(args.verbose, sys.stderr):
         try:
             if args.command == "bench":
-                from ._cli_bench import run_bench
-
                 return run_bench(args)
             target = resolve_target(args, os.environ)
             if args.command == "demo":
-                from ._cli_demo import run_demo
-
                 return run_async(run_demo, target, sys.stdout, target=target)
-            from ._cli_chat import run_chat
-
             return run_async(
                 run_chat,
                 target,

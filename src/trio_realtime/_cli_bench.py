@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._cli import EXIT_FAILED, UsageError
+from ._cli_common import EXIT_FAILED, UsageError
 
 __all__ = ["BENCHMARKS", "find_benchmarks", "run_bench"]
 

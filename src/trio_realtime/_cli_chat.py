@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import trio
 
-from ._cli import EXIT_FAILED, Target
+from ._cli_common import EXIT_FAILED, Target
 from ._errors import ConnectionLost, RealtimeError, SessionClosed
 from ._result import ResponseResult
 from ._session import RealtimeSession, open_session

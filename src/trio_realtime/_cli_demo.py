@@ -17,7 +17,7 @@ from typing import Any, Literal, TextIO
 import attrs
 import trio
 
-from ._cli import EXIT_FAILED, Target
+from ._cli_common import EXIT_FAILED, Target
 from ._errors import RealtimeError
 from ._session import RealtimeSession, open_session
 from ._stream import EventStream
