@@ -114,6 +114,9 @@ async def converse(
                 err.write("you> ")
                 err.flush()
             line = await _read_line(stdin)
+            if line is None and prompt:
+                err.write("\n")  # Ctrl-D left the cursor after the prompt
+                err.flush()
             if line is None or line.strip() == QUIT:
                 break
             if not line.strip():

@@ -115,19 +115,26 @@ class _Demo:
 
     # ------------------------------------------------------------ the timeline
 
-    def ms(self, when: float) -> str:
-        return f"{(when - self.started) * 1000:.1f} ms"
+    def ms(self, when: float, *, width: int = 0) -> str:
+        """A time of the demo, as both the timeline and the notes show it."""
+        return f"{(when - self.started) * 1000:{width}.1f} ms"
 
-    def log(self, what: str, message: str) -> None:
-        elapsed = (trio.current_time() - self.started) * 1000
-        self.out.write(f"{elapsed:8.1f} ms  {what:<9} {message}\n")
+    def log(self, what: str, message: str, *, when: float | None = None) -> None:
+        """A timeline line; ``when`` (default: now) is the time the notes cite too."""
+        if when is None:
+            when = trio.current_time()
+        self.out.write(f"{self.ms(when, width=8)}  {what:<9} {message}\n")
         self.out.flush()
 
     def submit(self, label: str, ticket: ResponseTicket) -> _Row:
         sent = frozenset(r.number for r in self.rows if r.ticket.timings.sent_at is not None)
         row = _Row(len(self.rows) + 1, label, ticket, sent_before=sent)
         self.rows.append(row)
-        self.log("queued", f"#{row.number} {label} (priority {ticket.priority})")
+        self.log(
+            "queued",
+            f"#{row.number} {label} (priority {ticket.priority})",
+            when=ticket.timings.queued_at,  # (the notes cite this time)
+        )
         return row
 
     def name(self, row: _Row) -> str:

@@ -579,9 +579,11 @@ class RealtimeSession:
                 if self._subscribers:  # (a new connection's: subscribers learn of it)
                     self._publish(event)
                 return
-            if event["type"] == "error":
+            if event["type"] == "error":  # raised as the refusal if the server then closes
                 error = parse_error(event)
                 refusal = SessionRefused(error.code, error.message)
+                logger.info("error before session.created: %s", error.code)
+                continue
             logger.warning("%s before session.created; skipped", event["type"])
 
     async def _open_connection(self) -> None:
