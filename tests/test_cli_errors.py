@@ -105,7 +105,9 @@ async def test_a_plain_http_server_is_not_a_websocket_endpoint(
 ) -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(functools.partial(trio.serve_tcp, _plain_http, 0, host="127.0.0.1"))
+            listeners = await nursery.start(
+                functools.partial(trio.serve_tcp, _plain_http, 0, host="127.0.0.1")
+            )
             port = listeners[0].socket.getsockname()[1]
             url = f"ws://127.0.0.1:{port}/v1/realtime"
             status = await trio.to_thread.run_sync(main, ["chat", "--url", url])
