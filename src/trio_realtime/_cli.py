@@ -396,8 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="The benchmarks are not part of the installed package: run this from a source "
         "checkout (or pass --benchmarks DIR).\n--plot needs the 'plot' extra: "
-        "pip install 'trio-realtime[plot]'.\nThe throughput benchmark's openai and websockets "
-        "contenders need the 'bench' extra.\n\nEnvironment: none of OPENAI_API_KEY, "
+        "pip install 'trio-realtime[plot]'.\nContenders whose extra is missing are skipped "
+        "(websockets and orjson: 'fast'; openai: 'bench').\n\nEnvironment: none of OPENAI_API_KEY, "
         "AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY,\nAZURE_OPENAI_DEPLOYMENT is read: "
         "everything runs on 127.0.0.1.",
         formatter_class=formatter,
