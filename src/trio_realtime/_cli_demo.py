@@ -289,6 +289,7 @@ class _Demo:
             out.write("\nWhy this order:\n")
             for note in notes:
                 out.write(_wrap(note))
+        out.flush()  # (a reader gone by now is noticed here, not at the interpreter's exit)
         failed = [row for row in self.rows if row.ticket.error is not None]
         return EXIT_FAILED if failed or surfaced else 0
 
