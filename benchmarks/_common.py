@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -12,11 +13,11 @@ import resource
 import subprocess
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 from trio_websocket import WebSocketConnection
@@ -273,11 +274,39 @@ class SeedClient:
 def json_parser(*, fast: bool) -> Iterator[None]:
     """Run the library with ``orjson`` (``fast``, as the ``[fast]`` extra does) or with the
     standard library's JSON (the core install), whatever is installed here."""
-    from trio_realtime import _events
+    from trio_realtime import _codec
 
-    saved = _events._loads, _events._dumps
-    _events._loads, _events._dumps = _events.json_codec(orjson_if_installed=fast)
+    saved = _codec._loads, _codec._dumps
+    _codec._loads, _codec._dumps = _codec.json_codec(orjson_if_installed=fast)
     try:
         yield
     finally:
-        _events._loads, _events._dumps = saved
+        _codec._loads, _codec._dumps = saved
+
+
+#: The extra that brings each optional package a contender needs.
+EXTRA_OF = {"websockets": "fast", "orjson": "fast", "openai": "bench"}
+#: What the contenders on the fast transport need.
+FAST = ("websockets", "orjson")
+T = TypeVar("T")
+
+
+def available(contenders: Mapping[str, T], needs: Mapping[str, Sequence[str]]) -> dict[str, T]:
+    """The contenders whose packages are installed, in order. Each other one is skipped with
+    one line saying which extra brings it (``trio-realtime bench`` relays these lines)."""
+    kept: dict[str, T] = {}
+    for name, contender in contenders.items():
+        missing = [m for m in needs.get(name, ()) if importlib.util.find_spec(m) is None]
+        if not missing:
+            kept[name] = contender
+            continue
+        wanted = {EXTRA_OF[m] for m in missing}
+        if "bench" in wanted:  # (the bench extra brings the fast one)
+            wanted.discard("fast")
+        extras = ",".join(sorted(wanted))
+        print(
+            f"skipped {name}: needs {' and '.join(missing)} "
+            f"(pip install 'trio-realtime[{extras}]')",
+            flush=True,
+        )
+    return kept

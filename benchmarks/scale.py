@@ -33,7 +33,8 @@ import trio
 import _common as common
 from trio_realtime import SessionConfig, open_session
 
-KINDS = ("bare trio-websocket", "trio-realtime", "trio-realtime (websockets)")
+BARE, REALTIME, FAST = "bare trio-websocket", "trio-realtime", "trio-realtime (websockets)"
+KINDS = (BARE, REALTIME, FAST)
 CONNECT_CONCURRENCY = 50
 
 
@@ -86,7 +87,7 @@ async def child(kind: str, port: int, sessions: int, requests: int, prefix: str)
     async def realtime(i: int) -> None:
         nonlocal completed
         url = common.url(port, tag=f"{prefix}{i}")
-        fast = kind == KINDS[2]
+        fast = kind == FAST
         config = SessionConfig(
             connect_timeout=60, transport="websockets" if fast else "trio-websocket"
         )
@@ -109,7 +110,7 @@ async def child(kind: str, port: int, sessions: int, requests: int, prefix: str)
 
     async def guarded(i: int) -> None:
         try:
-            await (bare(i) if kind == KINDS[0] else realtime(i))
+            await (bare(i) if kind == BARE else realtime(i))
         except Exception as exc:
             errors.append(repr(exc))
             note_finished()
@@ -117,7 +118,7 @@ async def child(kind: str, port: int, sessions: int, requests: int, prefix: str)
                 all_open.set()  # do not wait for a connection that failed
 
     started = time.monotonic()
-    with trio.fail_after(300), common.json_parser(fast=kind == KINDS[2]):
+    with trio.fail_after(300), common.json_parser(fast=kind == FAST):
         async with trio.open_nursery() as nursery:
             for i in range(sessions):
                 nursery.start_soon(guarded, i)
@@ -198,11 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     if limit < sessions * 2 + 100:
         raise SystemExit(f"need {sessions * 2 + 100} file descriptors, the limit is {limit}")
     started = time.monotonic()
-    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
-    handoffs: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    kinds = tuple(common.available(dict.fromkeys(KINDS), {FAST: common.FAST}))
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+    handoffs: dict[str, list[float]] = {kind: [] for kind in kinds}
     with common.bench_server() as port:
         for r in range(rounds):
-            order = KINDS if r % 2 == 0 else tuple(reversed(KINDS))
+            order = kinds if r % 2 == 0 else tuple(reversed(kinds))
             for kind in order:
                 prefix = f"scale-{KINDS.index(kind)}-{r}-"
                 result = run_child(kind, port, sessions, requests, prefix)
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
     results: dict[str, Any] = {}
-    for kind in KINDS:
+    for kind in kinds:
         rs = runs[kind]
         h = common.summarize(handoffs[kind])
         results[kind] = {
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "runs": rs,
         }
-    base = results[KINDS[0]]
+    base = results[BARE]
 
     def vs_base(r: dict[str, Any]) -> dict[str, float]:
         return {
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             "handoff_p99": common.ratio(r["handoff_us"]["p99"], base["handoff_us"]["p99"]),
         }
 
-    ratios = {kind: vs_base(results[kind]) for kind in KINDS[1:]}
+    ratios = {kind: vs_base(results[kind]) for kind in kinds if kind != BARE}
     rows = [
         [
             kind,

@@ -343,8 +343,8 @@ def test_failure_messages_never_show_the_key() -> None:
     message = describe_failure(quoted, target)
     assert KEY not in message
     assert message == (
-        "the server refused the session (invalid_api_key): bad key <redacted>.: "
-        "the server refused the API key in OPENAI_API_KEY"
+        "the server refused the session (invalid_api_key): bad key <redacted> "
+        "(the server refused the API key in OPENAI_API_KEY)"
     )
     assert describe_failure(ConnectionLost("connection lost"), target) == "connection lost"
 

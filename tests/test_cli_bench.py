@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -171,3 +174,49 @@ def test_one_row_per_trio_realtime_contender() -> None:
     del handoff["results"]["contenders"]["trio-realtime"]
     del handoff["results"]["contenders"]["trio-realtime (websockets)"]
     assert summary_rows("handoff", handoff)[0][1] == "(results not understood)"
+
+
+def test_a_core_install_skips_each_contender_whose_extra_is_missing(tmp_path: Path) -> None:
+    """As after ``pip install trio-realtime`` (no extras): handoff and scale run without their
+    websockets contenders, throughput without websockets and openai; one line says each
+    skip and the extra that brings it; no traceback, no empty row, status 0."""
+    blocker = tmp_path / "core_install"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\nsys.modules.update(dict.fromkeys(['websockets', 'orjson', 'openai'], None))\n"
+    )
+    environ = {**os.environ, "PYTHONPATH": str(blocker)}  # the benchmarks' processes too
+    BENCHED = ("handoff", "scale", "throughput")
+    out = tmp_path / "core.json"
+    process = subprocess.run(
+        [sys.executable, "-m", "trio_realtime", "bench", *BENCHED, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environ,
+        cwd=CHECKOUT,
+        check=False,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "Traceback" not in process.stderr
+    assert "Error" not in process.stderr
+    skips = [line.strip() for line in process.stderr.splitlines() if "skipped" in line]
+    for contender, extra in [
+        ("websockets floor", "fast"),
+        ("trio-realtime (websockets)", "fast"),
+        ("websockets raw", "fast"),
+        ("trio-realtime subscriber (websockets + orjson)", "fast"),
+        ("openai AsyncRealtimeConnection", "bench"),
+    ]:
+        lines = [s for s in skips if s.startswith(f"skipped {contender}:")]
+        assert lines, (contender, skips)  # (handoff and scale both skip their fast one)
+        for line in lines:
+            assert f"pip install 'trio-realtime[{extra}]'" in line, line
+    table = [line for line in process.stdout.splitlines() if line.startswith("| ")]
+    assert table
+    assert not [row for row in table if "websockets]" in row]  # no row for a skipped one
+    assert not [row for row in table if re.search(r"(?<![\d,])0/\d", row)]  # nor "0/60"
+    benchmarks = {row.split("|")[1].strip() for row in table[1:]}
+    assert {"handoff", "scale", "throughput"} <= benchmarks
+    data = json.loads(out.read_text())
+    assert "trio-realtime (websockets)" not in data["handoff"]["results"]["contenders"]

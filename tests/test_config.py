@@ -9,8 +9,10 @@ from typing import Any
 
 import attrs
 import pytest
+import trio
 
-from trio_realtime import SessionConfig
+from memory import SESSION_CREATED, memory_pair
+from trio_realtime import Reconnect, SessionConfig, open_session
 
 COUNTS = [
     "max_queue",
@@ -128,3 +130,98 @@ def test_reconnect_backoff_grows_with_jitter_to_its_ceiling() -> None:
         SessionConfig(reconnect=True)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="attempts"):
         Reconnect(attempts=0)
+
+
+# ---------------------------------------------------------------- every field, said plainly
+
+
+def _one_line_naming(exc: BaseException, name: str) -> str:
+    message = str(exc)
+    assert message.startswith(f"{name} must be"), message
+    assert "\n" not in message, message
+    assert "Attribute(" not in message, message
+    return message
+
+
+def test_an_unknown_transport_is_refused_in_one_line_naming_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"^transport") as caught:
+        SessionConfig(transport="bogus")  # type: ignore[arg-type]
+    message = _one_line_naming(caught.value, "transport")
+    assert "'trio-websocket'" in message
+    assert "'websockets'" in message
+    assert "'bogus'" in message
+    with pytest.raises(TypeError) as caught_type:
+        SessionConfig(transport=None)  # type: ignore[arg-type]
+    _one_line_naming(caught_type.value, "transport")
+
+
+@pytest.mark.parametrize("value", [5, True, "yes", {"attempts": 3}])
+def test_reconnect_must_be_a_reconnect_said_in_one_line(value: Any) -> None:
+    with pytest.raises(TypeError) as caught:
+        SessionConfig(reconnect=value)
+    message = _one_line_naming(caught.value, "reconnect")
+    assert "Reconnect(" in message
+    assert type(value).__name__ in message
+
+
+def test_reconnect_accepts_a_policy_or_none() -> None:
+    from trio_realtime import Reconnect
+
+    policy = Reconnect(attempts=2)
+    assert SessionConfig(reconnect=policy).reconnect is policy
+    assert SessionConfig(reconnect=None).reconnect is None
+
+
+@pytest.mark.parametrize("value", ["x", 5, object()])
+def test_on_response_must_be_callable(value: Any) -> None:
+    with pytest.raises(TypeError) as caught:
+        SessionConfig(on_response=value)
+    _one_line_naming(caught.value, "on_response")
+
+
+def test_on_response_accepts_a_callable_or_none() -> None:
+    assert SessionConfig(on_response=print).on_response is print
+    assert SessionConfig(on_response=None).on_response is None
+
+
+class _Nothing:
+    """A value no field takes."""
+
+    def __repr__(self) -> str:
+        return "<nothing>"
+
+
+@pytest.mark.parametrize("field", [f.name for f in attrs.fields(SessionConfig)])
+def test_every_field_refuses_a_wrong_type_in_one_line_naming_it(field: str) -> None:
+    """Fields added later are held to this too: a wrong type is a TypeError that starts with
+    the field's name, on one line, without attrs' internals."""
+    with pytest.raises(TypeError) as caught:
+        SessionConfig(**{field: _Nothing()})
+    _one_line_naming(caught.value, field)
+
+
+@pytest.mark.parametrize("field", [f.name for f in attrs.fields(Reconnect)])
+def test_every_reconnect_field_refuses_a_wrong_type_in_one_line(field: str) -> None:
+    with pytest.raises(TypeError) as caught:
+        Reconnect(**{field: _Nothing()})
+    _one_line_naming(caught.value, field)
+
+
+@pytest.mark.parametrize("config", [{"max_queue": 5}, "fast", 5])
+async def test_open_session_refuses_a_config_that_is_not_a_session_config(config: Any) -> None:
+    with trio.fail_after(5), pytest.raises(TypeError) as caught:
+        async with open_session("ws://127.0.0.1:9/v1/realtime", config=config):
+            pass  # pragma: no cover (never connects)
+    message = _one_line_naming(caught.value, "config")
+    assert "SessionConfig" in message
+    assert type(config).__name__ in message
+
+
+async def test_open_session_refuses_tools_that_are_not_a_registry_or_runner() -> None:
+    transport, peer = memory_pair()
+    await peer.send(SESSION_CREATED)
+    with trio.fail_after(5), pytest.raises(TypeError) as caught:
+        async with open_session(transport, tools=[print]):  # type: ignore[arg-type]
+            pass  # pragma: no cover (refused before it runs)
+    message = _one_line_naming(caught.value, "tools")
+    assert "ToolRegistry" in message

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from trio_realtime import Endpoint
+from trio_realtime import Endpoint, SessionConfig
+from trio_realtime._endpoints import redact_url
+from trio_realtime._transport import target_of
 
 KEY = "sk-secret-value-123"
 
@@ -261,3 +263,90 @@ def test_environment_variables_list_what_from_env_reads() -> None:
     source = inspect.getsource(Endpoint.from_env)
     read = set(re.findall(r'"((?:OPENAI|AZURE_OPENAI)_[A-Z_]+)"', source))
     assert read == {name for name, _ in ENVIRONMENT_VARIABLES}
+
+
+# ---------------------------------------------------------------- credentials not known by name
+
+UNKNOWN_SECRET_HEADERS = [
+    "Ocp-Apim-Subscription-Key",  # Azure API Management, in front of Azure OpenAI
+    "Cookie",
+    "Sec-WebSocket-Protocol",  # browsers carry keys there ("openai-insecure-api-key.<key>")
+    "X-Custom-Auth",
+    "Proxy-Authorization",
+]
+
+
+@pytest.mark.parametrize("name", UNKNOWN_SECRET_HEADERS)
+def test_a_header_not_known_to_be_harmless_is_a_secret(name: str) -> None:
+    endpoint = Endpoint("wss://gw.example.com/realtime", {name: KEY, "OpenAI-Beta": "realtime=v1"})
+    assert KEY not in repr(endpoint)
+    assert KEY not in str(endpoint)
+    assert f"{name!r}: '<redacted>'" in repr(endpoint)
+    assert "realtime=v1" in repr(endpoint)  # harmless headers stay visible
+    assert endpoint.has_credentials
+
+
+@pytest.mark.parametrize("param", ["subscription-key", "sig", "code", "secret", "Api-Key"])
+def test_a_query_parameter_not_known_to_be_harmless_is_a_secret(param: str) -> None:
+    endpoint = Endpoint(f"wss://gw.example.com/openai/realtime?{param}={KEY}&deployment=rt")
+    assert KEY not in repr(endpoint)
+    assert f"{param}=<redacted>" in repr(endpoint)
+    assert "deployment=rt" in repr(endpoint)
+    assert endpoint.has_credentials
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "wss://h/v1/realtime?model=gpt-realtime",
+        "wss://h/openai/realtime?api-version=2025-04-01-preview&deployment=rt",
+        "wss://h/v1/realtime?call_id=rtc_123",
+    ],
+)
+def test_harmless_query_parameters_stay_visible_and_are_no_credential(url: str) -> None:
+    endpoint = Endpoint(url, {"User-Agent": "app/1", "OpenAI-Beta": "realtime=v1"})
+    assert url in repr(endpoint)
+    assert "app/1" in repr(endpoint)
+    assert not endpoint.has_credentials
+
+
+@pytest.mark.parametrize("name", UNKNOWN_SECRET_HEADERS)
+def test_plain_ws_refuses_any_secret_to_a_host_that_is_not_loopback(name: str) -> None:
+    config = SessionConfig()
+    with pytest.raises(ValueError, match="refusing to send credentials over plain ws://") as info:
+        target_of(Endpoint("ws://gw.example.com/realtime", {name: KEY}), config)
+    assert KEY not in str(info.value)
+    with pytest.raises(ValueError, match="plain ws://"):
+        target_of(Endpoint(f"ws://gw.example.com/realtime?subscription-key={KEY}"), config)
+    # Loopback, or allowed explicitly: fine.
+    target_of(Endpoint("ws://127.0.0.1:9/realtime", {name: KEY}), config)
+    target_of(
+        Endpoint("ws://gw.example.com/realtime", {name: KEY}),
+        SessionConfig(allow_insecure=True),
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            f"wss://res.openai.azure.com/openai/realtime?api-version=2025-04-01-preview&deployment=rt&api-key={KEY}",
+            "wss://res.openai.azure.com/openai/realtime?api-version=2025-04-01-preview&deployment=rt&api-key=<redacted>",
+        ),
+        (
+            f"/openai/realtime?subscription-key={KEY}&model=m",
+            "/openai/realtime?subscription-key=<redacted>&model=m",
+        ),
+        (f"wss://h/x?{KEY}", "wss://h/x?<redacted>"),
+        (f"wss://user:{KEY}@h/x", "wss://<redacted>@h/x"),
+        (f"wss://h/x?sig={KEY}#frag", "wss://h/x?sig=<redacted>#frag"),
+        ("wss://h/v1/realtime?model=gpt-realtime", "wss://h/v1/realtime?model=gpt-realtime"),
+        ("wss://h/v1/realtime", "wss://h/v1/realtime"),
+        ("GET /v1/realtime?token=" + KEY, "GET /v1/realtime?token=<redacted>"),
+    ],
+)
+def test_redact_url_removes_every_query_value_not_known_to_be_harmless(
+    url: str, shown: str
+) -> None:
+    assert redact_url(url) == shown
+    assert KEY not in redact_url(url)

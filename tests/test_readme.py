@@ -69,6 +69,7 @@ def test_every_python_example_passes_mypy_strict(tmp_path: Path) -> None:
         "endpoints.py",
         "reconnect.py",
         "test_my_agent.py",
+        "test_sdk_app.py",
     } <= set(examples)
 
 
@@ -131,3 +132,73 @@ async def test_the_reconnect_example_runs() -> None:
             session = await _module("reconnect.py")["agent"](server.url)
             assert session.config.reconnect is not None
             assert session.statistics().completed == 1
+
+
+# ---------------------------------------------------------------- the API and the test kit
+
+
+def _section(title: str) -> str:
+    text = README.read_text()
+    return text.split(title, 1)[1].split("\n## ", 1)[0]
+
+
+def test_say_is_described() -> None:
+    api = _section("## Use it in a Trio application")
+    match = re.search(
+        r"^- `await session\.say\(text, \*, priority=0, response=None\)[^\n]*", api, re.M
+    )
+    assert match is not None, "session.say() is used but not described"
+    described = " ".join(api[match.start() :].split("\n- ", 1)[0].split())
+    assert "Say exactly" in described  # what it sends
+    assert "request_response" in described  # how it is queued
+
+
+def _controls() -> tuple[str, str]:
+    fake = _section("### The fake server")
+    table = fake.split("**Controls**", 1)[1]
+    rows = "\n".join(line for line in table.splitlines() if line.startswith("| `"))
+    server = table.split("The server itself has", 1)[1]
+    return rows, server
+
+
+def _named(text: str) -> dict[str, bool]:
+    """Each name in backticks, and whether it is shown with ``await``."""
+    named: dict[str, bool] = {}
+    for code in re.findall(r"`([^`]+)`", text):
+        match = re.match(r"(await )?(?:server\.)?([a-z_]+)", code)
+        if match:
+            named[match.group(2)] = bool(match.group(1))
+    return named
+
+
+def test_the_controls_say_which_are_coroutines() -> None:
+    import inspect
+
+    from trio_realtime.testing import FakeRealtimeServer
+    from trio_realtime.testing._server import FakeConnection
+
+    rows, server = _controls()
+    first_cells = "\n".join(row.split(" | ", 1)[0] for row in rows.splitlines())
+    for cls, text in ((FakeConnection, first_cells), (FakeRealtimeServer, server)):
+        named = _named(text)
+        for name, awaited in named.items():
+            member = inspect.getattr_static(cls, name, None)
+            if member is None:
+                continue
+            coroutine = inspect.iscoroutinefunction(member)
+            assert awaited == coroutine, (
+                f"{cls.__name__}.{name} is {'a coroutine' if coroutine else 'not a coroutine'}: "
+                f"the README must {'' if coroutine else 'not '}show it with await"
+            )
+    public = {n for n in dir(FakeConnection) if not n.startswith("_")}
+    missing = public - set(_named(first_cells))
+    assert not missing, f"FakeConnection controls missing from the README's table: {missing}"
+
+
+def test_the_openai_sdk_example_passes(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("openai")
+    [example] = [b for b in blocks("python") if b.startswith("# test_sdk_app.py")]
+    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    pytester.makepyfile(test_sdk_app=example)
+    result = pytester.runpytest_subprocess("-W", "error")
+    result.assert_outcomes(passed=1)

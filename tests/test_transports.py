@@ -9,8 +9,9 @@ import pytest
 import trio
 
 from trio_realtime import SessionConfig, open_session
-from trio_realtime import _events as events
-from trio_realtime._events import MalformedFrame, parse_frame
+from trio_realtime import _codec as events
+from trio_realtime._codec import parse_frame
+from trio_realtime._events import MalformedFrame
 
 FRAMES = [
     '{"type": "response.output_text.delta", "response_id": "resp_1", "delta": "h\\u00e9"}',

@@ -27,6 +27,7 @@ from ._tools import Tool as Tool
 from ._tools import ToolRegistry as ToolRegistry
 from ._tools import ToolRunner as ToolRunner
 from ._tools import ToolRunnerStatistics as ToolRunnerStatistics
+from ._tools import ToolSession as ToolSession
 from ._tools import run_tools as run_tools
 from ._transport import Transport as Transport
 
@@ -58,6 +59,7 @@ __all__ = [
     "ToolRegistry",
     "ToolRunner",
     "ToolRunnerStatistics",
+    "ToolSession",
     "Transport",
     "open_session",
     "run_tools",

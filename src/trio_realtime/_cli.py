@@ -13,32 +13,37 @@ non-zero exit status, never a traceback; API keys never appear in either.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
+import re
 import sys
 import textwrap
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, TextIO
+from typing import Any, NoReturn, TextIO, cast
 
-import attrs
 import trio
 import trio_websocket
 
-from ._endpoints import ENVIRONMENT_VARIABLES, Endpoint, _check_text
+from ._cli_bench import BENCHMARKS, run_bench
+from ._cli_chat import run_chat
+from ._cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Target, UsageError
+from ._cli_demo import run_demo
+from ._endpoints import (
+    ENVIRONMENT_VARIABLES,
+    Endpoint,
+    _check_text,
+    is_secret_header,
+    redact_url,
+)
 from ._errors import ConnectionLost, RealtimeError
 from ._transport import is_loopback
 
-__all__ = ["main"]
+__all__ = ["Target", "UsageError", "main"]
 
 logger = logging.getLogger(__name__)
-
-#: Exit statuses: the run failed (connection lost, a request failed), or it could not start
-#: (a bad command line, environment or endpoint).
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 #: Variables that name a real endpoint; when none is set, demo and chat use the fake server.
 _ENDPOINT_VARIABLES = (
@@ -55,28 +60,6 @@ _ENVIRONMENT_HELP = "environment variables (not read with --fake):\n" + (
     "and AZURE_OPENAI_DEPLOYMENT (Azure wins when both are set). With --url, the key is\n"
     "AZURE_OPENAI_API_KEY for an *.azure.com host, else OPENAI_API_KEY."
 )
-
-
-class UsageError(Exception):
-    """A bad command line, environment or endpoint: reported in one line, exit status 2."""
-
-
-@attrs.frozen
-class Target:
-    """Where demo and chat connect: None for the embedded fake server."""
-
-    endpoint: Endpoint | None
-    #: The variable the credential came from (for a hint when the server refuses it).
-    key_variable: str | None = None
-    beta: bool = False
-
-    @property
-    def fake(self) -> bool:
-        return self.endpoint is None
-
-    @property
-    def dialect(self) -> Literal["ga", "beta"]:
-        return "beta" if self.beta else "ga"
 
 
 # ---------------------------------------------------------------- endpoints
@@ -136,7 +119,9 @@ def _url_target(url: str, environ: Mapping[str, str], beta: bool) -> Target:
 
 
 def describe_failure(exc: BaseException, target: Target | None = None) -> str:
-    """One line for a failed run, with a hint when the server refused the credential."""
+    """One line for a failed run, with a hint when the server refused the credential or is
+    not a WebSocket endpoint at all."""
+    status = _handshake_status(exc)
     if isinstance(exc, trio_websocket.ConnectionRejected):
         # A rejection that carries a body escapes the transport untranslated (trio-websocket
         # raises it from its reader task): say it as the transport would.
@@ -149,27 +134,59 @@ def describe_failure(exc: BaseException, target: Target | None = None) -> str:
         # "all attempts to connect failed": say why the attempts failed.
         reasons = sorted({_reason(leaf) for leaf in _leaves(cause)})
         message = f"{message.split(': ExceptionGroup', 1)[0]}: {'; '.join(reasons)}"
-    refused = any(f"HTTP {status}" in message for status in (401, 403)) or (
+    if status is not None and 200 <= status < 400:
+        # A web page or a redirect, where a WebSocket handshake (101) was expected.
+        where = "the server"
+        if target is not None and target.endpoint is not None:
+            parts = urllib.parse.urlsplit(target.endpoint.url)
+            where = f"{parts.netloc}{parts.path}"
+        return _redact(
+            f"{where} is not a WebSocket endpoint: it answered the handshake with HTTP "
+            f"{status}, not 101 (check the URL)",
+            target,
+        )
+    refused = status in (401, 403) or (
         "invalid_api_key" in message or getattr(exc, "code", None) == "invalid_api_key"
     )
     if isinstance(exc, ConnectionLost) and refused:
         variable = target.key_variable if target is not None else None
         if variable is None:
-            message += ": the server wants an API key (set OPENAI_API_KEY or AZURE_OPENAI_API_KEY)"
+            hint = "the server wants an API key: set OPENAI_API_KEY or AZURE_OPENAI_API_KEY"
         else:
-            message += f": the server refused the API key in {variable}"
+            hint = f"the server refused the API key in {variable}"
+        message = f"{message.rstrip(' .:;,')} ({hint})"
     return _redact(message, target)
 
 
+_HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
+
+
+def _handshake_status(exc: BaseException) -> int | None:
+    """The HTTP status a refused handshake was answered with, if the error says."""
+    for name in ("status_code", "status", "http_status"):
+        value = getattr(exc, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    match = _HTTP_STATUS.search(str(exc))
+    return int(match.group(1)) if match else None
+
+
 def _redact(message: str, target: Target | None) -> str:
-    """Never show a credential, even one a server quoted back."""
+    """Never show a credential, even one a server quoted back: the value of every header and
+    query parameter not known to be harmless."""
     if target is None or target.endpoint is None:
         return message
+    secrets = []
     for name, value in target.endpoint.headers:
-        if name.lower() in ("authorization", "api-key"):
-            secret = value.removeprefix("Bearer ").strip()
-            if secret:
-                message = message.replace(secret, "<redacted>")
+        if is_secret_header(name):
+            secrets += [value, value.removeprefix("Bearer ").strip()]
+    query = urllib.parse.urlsplit(target.endpoint.url).query
+    for segment in query.split("&"):
+        name, _, value = segment.partition("=")
+        if redact_url(f"?{segment}") != f"?{segment}":
+            secrets += [value, urllib.parse.unquote_plus(value)]
+    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        message = message.replace(secret, "<redacted>")
     return message
 
 
@@ -211,6 +228,47 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+class OutputClosed(Exception):
+    """Whoever read stdout went away (``trio-realtime demo | head -1``): not a failure."""
+
+
+class _Guarded:
+    """stdout, whose ``BrokenPipeError`` becomes :class:`OutputClosed` (so that it is told
+    apart from a connection's)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError as exc:
+            raise OutputClosed from exc
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError as exc:
+            raise OutputClosed from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def guarded(stream: TextIO) -> TextIO:
+    return cast(TextIO, _Guarded(stream))
+
+
+def _drop_stdout() -> None:
+    """Point stdout at the null device, so that the interpreter's last flush has nowhere to
+    fail (Python's advice for SIGPIPE)."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # not a real file (tests capture it)
+
+
 def run_async(
     function: Callable[..., Awaitable[int]], *args: Any, target: Target | None = None
 ) -> int:
@@ -223,6 +281,9 @@ def run_async(
         leaves = _leaves(exc)
         if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
             return EXIT_INTERRUPTED
+        if any(isinstance(leaf, OutputClosed) for leaf in leaves):
+            _drop_stdout()
+            return 0
         known = [
             leaf
             for leaf in leaves
@@ -254,14 +315,23 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", action="store_true", help="speak the beta protocol")
 
 
-def _add_verbose(parser: argparse.ArgumentParser) -> None:
+def _add_verbose(parser: argparse.ArgumentParser, dest: str = "verbose") -> None:
     parser.add_argument(
         "-v",
         "--verbose",
+        dest=dest,
         action="count",
         default=0,
         help="-v: the library's log lines on stderr; -vv: every library's (trio-websocket's too)",
     )
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: the command, the problem, its usage."""
+
+    def error(self, message: str) -> NoReturn:
+        usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (usage: {usage})\n")
 
 
 def _fill(text: str) -> str:
@@ -270,7 +340,7 @@ def _fill(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="trio-realtime",
         description=_fill(
             "A Trio client for the OpenAI / Azure OpenAI Realtime API: one active "
@@ -279,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_ENVIRONMENT_HELP,
         formatter_class=formatter,
     )
+    # -v before the command counts too ("trio-realtime -v demo").
+    _add_verbose(parser, dest="verbose_first")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -294,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_endpoint_options(demo)
     _add_verbose(demo)
+    demo.set_defaults(command_parser=demo)
 
     chat = commands.add_parser(
         "chat",
@@ -311,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--instructions", metavar="TEXT", help="instructions for every response (real endpoints)"
     )
     _add_verbose(chat)
+    chat.set_defaults(command_parser=chat)
 
     bench = commands.add_parser(
         "bench",
@@ -322,14 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="The benchmarks are not part of the installed package: run this from a source "
         "checkout (or pass --benchmarks DIR).\n--plot needs the 'plot' extra: "
-        "pip install 'trio-realtime[plot]'.\nThe throughput benchmark's openai and websockets "
-        "contenders need the 'bench' extra.\n\nEnvironment: none of OPENAI_API_KEY, "
+        "pip install 'trio-realtime[plot]'.\nContenders whose extra is missing are skipped "
+        "(websockets and orjson: 'fast'; openai: 'bench').\n\nEnvironment: none of OPENAI_API_KEY, "
         "AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY,\nAZURE_OPENAI_DEPLOYMENT is read: "
         "everything runs on 127.0.0.1.",
         formatter_class=formatter,
     )
-    from ._cli_bench import BENCHMARKS
-
     bench.add_argument(
         "names",
         nargs="*",
@@ -343,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--benchmarks", metavar="DIR", help="the benchmarks folder (default: found by itself)"
     )
     _add_verbose(bench)
+    bench.set_defaults(command_parser=bench)
     return parser
 
 
@@ -350,27 +423,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # said by the command they were given to, with its usage
+            args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # --help, or a usage error argparse has already reported
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    with verbose_logging(args.verbose, sys.stderr):
+    with verbose_logging(args.verbose + args.verbose_first, sys.stderr):
         try:
             if args.command == "bench":
-                from ._cli_bench import run_bench
-
                 return run_bench(args)
             target = resolve_target(args, os.environ)
             if args.command == "demo":
-                from ._cli_demo import run_demo
-
-                return run_async(run_demo, target, sys.stdout, target=target)
-            from ._cli_chat import run_chat
-
+                return run_async(run_demo, target, guarded(sys.stdout), target=target)
             return run_async(
                 run_chat,
                 target,
                 sys.stdin,
-                sys.stdout,
+                guarded(sys.stdout),
                 sys.stderr,
                 args.instructions,
                 target=target,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -21,14 +20,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._cli import EXIT_FAILED, UsageError
+from ._cli_common import EXIT_FAILED, UsageError
 
 __all__ = ["BENCHMARKS", "find_benchmarks", "run_bench"]
 
 #: The benchmarks ``bench`` runs, in order (soak.py is a long run of its own: not here).
 BENCHMARKS = ("handoff", "queue_wait", "collisions", "throughput", "scale")
-#: Packages a benchmark's contenders need (the ``bench`` extra).
-_NEEDS = {"throughput": ("websockets", "openai")}
 _PLOT_HINT = "pip install 'trio-realtime[plot]'"
 
 
@@ -65,10 +62,6 @@ def find_benchmarks(
     )
 
 
-def _missing(name: str) -> list[str]:
-    return [module for module in _NEEDS.get(name, ()) if importlib.util.find_spec(module) is None]
-
-
 def _run_one(
     script: Path, json_path: Path, *, quick: bool, progress: TextIO, timeout: float
 ) -> tuple[int, str]:
@@ -90,7 +83,7 @@ def _run_one(
         deadline = time.monotonic() + timeout
         for line in process.stdout:
             output.append(line)
-            if line.startswith("round "):
+            if line.startswith(("round ", "skipped ")):  # (a contender whose extra is missing)
                 progress.write(f"      {line.rstrip()}\n")
                 progress.flush()
             if time.monotonic() > deadline:
@@ -339,7 +332,6 @@ def run_bench(
     quick = not args.full
     results: dict[str, dict[str, Any]] = {}
     failed: list[str] = []
-    skipped: list[str] = []
     progress.write(
         f"running {len(names)} benchmark{'s' if len(names) > 1 else ''} from {folder} "
         f"({'quick' if quick else 'full'} mode)\n"
@@ -347,14 +339,6 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="trio-realtime-bench-") as tmp:
         for index, name in enumerate(names, 1):
             step = f"[{index}/{len(names)}] {name}"
-            missing = _missing(name)
-            if missing:
-                progress.write(
-                    f"{step}: skipped, needs {' and '.join(missing)} (the 'bench' extra: "
-                    "pip install 'trio-realtime[bench]')\n"
-                )
-                skipped.append(name)
-                continue
             progress.write(f"{step}: running...\n")
             progress.flush()
             json_path = Path(tmp) / f"{name}.json"
@@ -396,8 +380,6 @@ def run_bench(
             progress.write(f"wrote {plot}\n")
         else:
             progress.write("no latency benchmark ran (handoff, queue_wait, scale): no plot\n")
-    if skipped:
-        progress.write(f"skipped: {', '.join(skipped)}\n")
     if failed:
         progress.write(f"failed: {', '.join(failed)}\n")
         return EXIT_FAILED

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import trio
 
-from ._cli import EXIT_FAILED, Target
+from ._cli_common import EXIT_FAILED, Target
 from ._errors import ConnectionLost, RealtimeError, SessionClosed
 from ._result import ResponseResult
 from ._session import RealtimeSession, open_session
@@ -114,6 +114,9 @@ async def converse(
                 err.write("you> ")
                 err.flush()
             line = await _read_line(stdin)
+            if line is None and prompt:
+                err.write("\n")  # Ctrl-D left the cursor after the prompt
+                err.flush()
             if line is None or line.strip() == QUIT:
                 break
             if not line.strip():

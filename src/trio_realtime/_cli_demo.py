@@ -17,7 +17,7 @@ from typing import Any, Literal, TextIO
 import attrs
 import trio
 
-from ._cli import EXIT_FAILED, Target
+from ._cli_common import EXIT_FAILED, Target
 from ._errors import RealtimeError
 from ._session import RealtimeSession, open_session
 from ._stream import EventStream
@@ -115,19 +115,26 @@ class _Demo:
 
     # ------------------------------------------------------------ the timeline
 
-    def ms(self, when: float) -> str:
-        return f"{(when - self.started) * 1000:.1f} ms"
+    def ms(self, when: float, *, width: int = 0) -> str:
+        """A time of the demo, as both the timeline and the notes show it."""
+        return f"{(when - self.started) * 1000:{width}.1f} ms"
 
-    def log(self, what: str, message: str) -> None:
-        elapsed = (trio.current_time() - self.started) * 1000
-        self.out.write(f"{elapsed:8.1f} ms  {what:<9} {message}\n")
+    def log(self, what: str, message: str, *, when: float | None = None) -> None:
+        """A timeline line; ``when`` (default: now) is the time the notes cite too."""
+        if when is None:
+            when = trio.current_time()
+        self.out.write(f"{self.ms(when, width=8)}  {what:<9} {message}\n")
         self.out.flush()
 
     def submit(self, label: str, ticket: ResponseTicket) -> _Row:
         sent = frozenset(r.number for r in self.rows if r.ticket.timings.sent_at is not None)
         row = _Row(len(self.rows) + 1, label, ticket, sent_before=sent)
         self.rows.append(row)
-        self.log("queued", f"#{row.number} {label} (priority {ticket.priority})")
+        self.log(
+            "queued",
+            f"#{row.number} {label} (priority {ticket.priority})",
+            when=ticket.timings.queued_at,  # (the notes cite this time)
+        )
         return row
 
     def name(self, row: _Row) -> str:
@@ -282,6 +289,7 @@ class _Demo:
             out.write("\nWhy this order:\n")
             for note in notes:
                 out.write(_wrap(note))
+        out.flush()  # (a reader gone by now is noticed here, not at the interpreter's exit)
         failed = [row for row in self.rows if row.ticket.error is not None]
         return EXIT_FAILED if failed or surfaced else 0
 

@@ -48,6 +48,32 @@ def _ssl_context(name: str, value: object) -> None:
         raise TypeError(f"{name} must be an ssl.SSLContext or None, got {type(value).__name__}")
 
 
+TRANSPORTS = ("trio-websocket", "websockets")
+
+
+def _transport(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    choices = " or ".join(repr(name) for name in TRANSPORTS)
+    if not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be {choices}, got {_describe(value)}")
+    if value not in TRANSPORTS:
+        raise ValueError(f"{attribute.name} must be {choices}, got {value!r}")
+
+
+def _reconnect(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, Reconnect):
+        raise TypeError(
+            f"{attribute.name} must be a Reconnect(...) policy or None, got {_describe(value)}"
+        )
+
+
+def _callback(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"{attribute.name} must be a callable (given each ticket as it ends) or None, "
+            f"got {_describe(value)}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Reconnect:
     """How a session opens a new connection after an unexpected loss (see
@@ -112,14 +138,14 @@ class SessionConfig:
     #: The WebSocket library: ``"trio-websocket"`` (the default, a core dependency) or
     #: ``"websockets"`` (faster; ``pip install "trio-realtime[fast]"``).
     transport: Literal["trio-websocket", "websockets"] = attrs.field(
-        default="trio-websocket", validator=attrs.validators.in_(("trio-websocket", "websockets"))
+        default="trio-websocket", validator=_transport
     )
     #: Called with each ticket as it ends (``DONE`` or ``FAILED``), synchronously in the
     #: session's task: read ``ticket.timings``, ``ticket.result`` or ``ticket.error`` and
     #: export them (Prometheus, OpenTelemetry, ...). It must not block; what it raises is
     #: logged and ignored.
     on_response: Callable[[ResponseTicket], object] | None = attrs.field(
-        default=None, eq=False, repr=False
+        default=None, eq=False, repr=False, validator=_callback
     )
     #: TLS settings for ``wss://`` (e.g. a private CA); None: the system's trust store, with
     #: certificate and host name verification.
@@ -127,9 +153,7 @@ class SessionConfig:
     #: Open a new connection after an unexpected loss (an abnormal close, a close with
     #: 1001/1011/1012/1013, ``session_expired``) and carry on in the same block, replaying the
     #: configuration and the conversation; None (the default): the loss ends the session.
-    reconnect: Reconnect | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Reconnect))
-    )
+    reconnect: Reconnect | None = attrs.field(default=None, validator=_reconnect)
     #: Move to a new connection at the first quiet moment after this many seconds (before
     #: the service's cap: 60 minutes on OpenAI, 30 on Azure), replaying as a reconnect does;
     #: None (the default): never.

@@ -1,19 +1,21 @@
 """Where to connect: OpenAI and Azure OpenAI Realtime URLs and their auth headers.
 
-An :class:`Endpoint` is a URL plus headers. Its repr shows header names but never the values
-of credential headers, so it can be logged safely.
+An :class:`Endpoint` is a URL plus headers. Its repr shows header names but never the value
+of a header or query parameter that may be a credential (any not known to be harmless), so it
+can be logged safely; :func:`redact_url` does the same for a URL on its own.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
 
 import attrs
 
-__all__ = ["ENVIRONMENT_VARIABLES", "Endpoint"]
+__all__ = ["ENVIRONMENT_VARIABLES", "HARMLESS_HEADERS", "HARMLESS_PARAMS", "Endpoint", "redact_url"]
 
 #: Every variable :meth:`Endpoint.from_env` reads, with what it is for.
 ENVIRONMENT_VARIABLES: tuple[tuple[str, str], ...] = (
@@ -25,9 +27,42 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str], ...] = (
     ("AZURE_OPENAI_API_VERSION", "Azure preview API version (default: the GA URL)"),
 )
 
-_SECRET_HEADERS = frozenset({"authorization", "api-key", "openai-api-key", "x-api-key"})
-#: Query parameters that carry a credential (Azure accepts ``api-key`` in the URL).
-_SECRET_PARAMS = frozenset({"api-key", "api_key", "key", "token", "access_token", "authorization"})
+#: Headers whose values are known to be harmless: shown in reprs, and no credential. Every
+#: other header's value is taken for a secret (an allow-list, not a deny-list: a gateway's
+#: ``Ocp-Apim-Subscription-Key``, a ``Cookie``, a key in ``Sec-WebSocket-Protocol`` are
+#: credentials the library need not know by name).
+HARMLESS_HEADERS = frozenset(
+    {
+        "openai-beta",
+        "openai-organization",
+        "openai-project",
+        "user-agent",
+        "x-ms-useragent",
+        "accept",
+        "accept-language",
+        "accept-encoding",
+        "cache-control",
+        "pragma",
+        "origin",
+        "content-type",
+        # Tracing and correlation ids.
+        "traceparent",
+        "tracestate",
+        "x-trace",
+        "x-trace-id",
+        "x-request-id",
+        "x-correlation-id",
+        "x-client-request-id",
+        "x-ms-client-request-id",
+    }
+)
+#: Query parameters known to be harmless (what the OpenAI and Azure URLs use); every other
+#: parameter's value is taken for a secret (Azure accepts ``api-key`` in the URL, gateways
+#: ``subscription-key``, signed URLs ``sig``...).
+HARMLESS_PARAMS = frozenset({"model", "deployment", "api-version", "call_id", "intent"})
+_REDACTED = "<redacted>"
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
+_QUERY = re.compile(r"\?([^#\s]*)")
 _OPENAI_URL = "wss://api.openai.com/v1/realtime"
 _DEFAULT_MODEL = "gpt-realtime"
 #: Characters a host name may hold (besides letters and digits, any script).
@@ -121,23 +156,49 @@ def _to_headers(
     return tuple(headers)
 
 
+def is_secret_header(name: str) -> bool:
+    """Whether a header's value is taken for a credential: every header not known to be
+    harmless (:data:`HARMLESS_HEADERS`)."""
+    return name.lower() not in HARMLESS_HEADERS
+
+
+def _is_secret_param(name: str) -> bool:
+    return urllib.parse.unquote_plus(name).lower() not in HARMLESS_PARAMS
+
+
+def _query_names(query: str) -> list[str]:
+    return [segment.partition("=")[0] for segment in query.split("&") if segment]
+
+
+def redact_url(url: str) -> str:
+    """``url`` (or a request target, ``/path?query``, or a request line) with the value of
+    every query parameter not known to be harmless (:data:`HARMLESS_PARAMS`) replaced by
+    ``<redacted>``, and any ``user:password@`` too; the rest is kept as written. What logs
+    and error messages show of a URL."""
+    url = _USERINFO.sub(rf"\1{_REDACTED}@", url, count=1)
+    match = _QUERY.search(url)
+    if match is None or not match.group(1):
+        return url
+    shown = []
+    for segment in match.group(1).split("&"):
+        name, equals, _ = segment.partition("=")
+        if not equals:  # a bare value: it may be a key
+            shown.append(segment if not segment or not _is_secret_param(name) else _REDACTED)
+        else:
+            shown.append(f"{name}={_REDACTED}" if _is_secret_param(name) else segment)
+    return f"{url[: match.start(1)]}{'&'.join(shown)}{url[match.end(1) :]}"
+
+
 def _redact(headers: tuple[tuple[str, str], ...]) -> str:
     shown = ", ".join(
-        f"{name!r}: {'<redacted>' if name.lower() in _SECRET_HEADERS else value!r}"
+        f"{name!r}: {repr(_REDACTED) if is_secret_header(name) else repr(value)}"
         for name, value in headers
     )
     return "{" + shown + "}"
 
 
 def _redact_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    if not any(name.lower() in _SECRET_PARAMS for name, _ in query):
-        return repr(url)
-    safe = [(k, "<redacted>" if k.lower() in _SECRET_PARAMS else v) for k, v in query]
-    return repr(
-        urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(safe, safe="<>")))
-    )
+    return repr(redact_url(url))
 
 
 @attrs.frozen
@@ -160,10 +221,11 @@ class Endpoint:
 
     @property
     def has_credentials(self) -> bool:
-        """Whether a header (or a query parameter such as ``api-key``) carries a credential."""
-        query = urllib.parse.parse_qsl(urllib.parse.urlsplit(self.url).query)
-        return any(name.lower() in _SECRET_HEADERS for name, _ in self.headers) or any(
-            name.lower() in _SECRET_PARAMS for name, _ in query
+        """Whether a header or a query parameter may carry a credential: any that is not
+        known to be harmless (:data:`HARMLESS_HEADERS`, :data:`HARMLESS_PARAMS`)."""
+        query = urllib.parse.urlsplit(self.url).query
+        return any(is_secret_header(name) for name, _ in self.headers) or any(
+            _is_secret_param(name) for name in _query_names(query)
         )
 
     @classmethod

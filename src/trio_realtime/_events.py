@@ -1,4 +1,4 @@
-"""Server events: parsing frames, classifying events, and the lifecycle views the gate reads.
+"""Server events: classifying events, and the lifecycle views the gate reads.
 
 Pure functions, no I/O. Both dialects are understood: beta (``response.text.*``,
 ``response.audio.*``) and GA (``response.output_text.*``, ``response.output_audio.*``); the
@@ -8,9 +8,8 @@ lifecycle events the gate cares about have the same names in both.
 from __future__ import annotations
 
 import enum
-import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -28,10 +27,7 @@ __all__ = [
     "MalformedFrame",
     "ServerError",
     "classify",
-    "dump_event",
-    "json_codec",
     "parse_error",
-    "parse_frame",
     "response_id_of",
 ]
 
@@ -116,50 +112,6 @@ _LIFECYCLE = {
     ERROR: EventKind.ERROR,
     **{answer: EventKind.ACK for answers in ANSWERS.values() for answer in answers},
 }
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def json_codec(
-    *, orjson_if_installed: bool = True
-) -> tuple[Callable[[str], Any], Callable[[Any], str]]:
-    """The parser and the writer of event frames: ``orjson``'s when it is installed (the
-    ``fast`` extra), else the standard library's. Both parsers refuse what is not JSON
-    (``NaN``, ``Infinity``), so both give one result."""
-    if orjson_if_installed:
-        try:
-            import orjson
-        except ImportError:
-            pass
-        else:
-            dumps = orjson.dumps
-            return orjson.loads, lambda event: dumps(event).decode()
-    return json.JSONDecoder(parse_constant=_reject_constant).decode, json.dumps
-
-
-_loads, _dumps = json_codec()
-
-
-def dump_event(event: Mapping[str, Any]) -> str:
-    """The text of a client event's frame."""
-    return _dumps(event)
-
-
-def parse_frame(data: str | bytes) -> Event:
-    """Parse one WebSocket message into an event dict, or raise :class:`MalformedFrame`."""
-    if not isinstance(data, str):
-        raise MalformedFrame(f"binary frame of {len(data)} bytes")
-    try:
-        event = _loads(data)
-    except ValueError as exc:
-        raise MalformedFrame(f"invalid JSON ({exc})") from None
-    if not isinstance(event, dict):
-        raise MalformedFrame(f"JSON {type(event).__name__}, not an object")
-    if not isinstance(event.get("type"), str):
-        raise MalformedFrame("event without a string 'type'")
-    return event
 
 
 def classify(event: Mapping[str, Any]) -> EventKind:

@@ -347,7 +347,7 @@ class Gate:
         self._cancel_grace = cancel_grace
         self._oob_takes_slot = out_of_band_takes_slot
         self._new_id = new_id or _new_id_factory()
-        self._seq = itertools.count()
+        self._seq = itertools.count(1)  # requests are numbered #1, #2, ... in logs
         self._slot = _FREE_SLOT
         # Requests by stage. The queue drops cancelled entries lazily.
         self._queue: list[tuple[tuple[int, ...], Request]] = []

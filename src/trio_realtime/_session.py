@@ -28,11 +28,12 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import attrs
 import trio
 
+from ._codec import dump_event, parse_frame, to_wire
 from ._config import Reconnect, SessionConfig
 from ._conversation import ConversationRecord
 from ._endpoints import Endpoint
@@ -49,20 +50,16 @@ from ._events import (
     EventKind,
     MalformedFrame,
     classify,
-    dump_event,
     parse_error,
-    parse_frame,
 )
 from ._gate import CancelTarget, Effects, Gate, Request
 from ._statistics import LatencyRecorder, SessionStatistics
 from ._stream import EventStream
 from ._ticket import ResponseTicket
+from ._tools import ToolRegistry, ToolRunner
 from ._transport import Transport, open_websocket_transport
 from ._turns import Turns
 from ._util import unwrap_lone_exception
-
-if TYPE_CHECKING:
-    from ._tools import ToolRegistry, ToolRunner
 
 __all__ = ["RealtimeSession", "SessionStatistics", "open_session"]
 
@@ -151,8 +148,11 @@ class RealtimeSession:
         request already sent is never overtaken. Never blocks. Raises ``TypeError`` for a
         body that is not a mapping or a priority that is not an int, ``QueueFull`` when
         ``max_queue`` requests wait, and ``SessionClosed`` / ``ConnectionLost`` once the
-        session has ended.
+        session has ended. A value JSON cannot carry (a date, NaN, bytes, ...) raises
+        ``TypeError`` / ``ValueError`` naming its key path, and nothing is queued.
         """
+        if response is not None:
+            response = to_wire(response, "response")
         return self._submit(response, priority=priority, held=False)
 
     async def send(self, event: Mapping[str, Any]) -> str:
@@ -162,13 +162,15 @@ class RealtimeSession:
         ``event_id`` is the library's). Waits while ``send_buffer`` events wait for the writer;
         returns once the event is handed to the writer, in order with every other send.
         Cancelling the wait is safe: the event is then not sent. Raises ``TypeError`` /
-        ``ValueError`` for an event that is not a mapping with a string ``type``, and
-        ``SessionClosed`` or ``ConnectionLost`` once the session has ended.
+        ``ValueError`` for an event that is not a mapping with a string ``type`` or that holds
+        a value JSON cannot carry (naming its key path), and ``SessionClosed`` or
+        ``ConnectionLost`` once the session has ended.
         """
         if not isinstance(event, Mapping):
             raise TypeError(f"event must be a mapping, not {type(event).__name__}")
         if not isinstance(event.get("type"), str):
             raise ValueError("event must have a string 'type' (e.g. 'session.update')")
+        event = to_wire(event, "event")
         if event["type"] == "response.create":
             ticket = self.request_response(event.get("response"))
             await trio.lowlevel.checkpoint()
@@ -237,6 +239,8 @@ class RealtimeSession:
             raise TypeError(f"call_id must be a non-empty str, not {call_id!r}")
         if not isinstance(output, str):
             raise TypeError(f"output must be a str (JSON text), not {type(output).__name__}")
+        if response is not None:
+            response = to_wire(response, "response")
         await self.send(
             {
                 "type": "conversation.item.create",
@@ -282,6 +286,7 @@ class RealtimeSession:
         """
         if not isinstance(session, Mapping):
             raise TypeError(f"session must be a mapping, not {type(session).__name__}")
+        session = to_wire(session, "session")
         update = _Update()
         self._updates.append(update)
         try:
@@ -478,8 +483,6 @@ class RealtimeSession:
                     nursery.cancel_scope.cancel()
 
     async def _start_tools(self, nursery: trio.Nursery, tools: ToolRegistry | ToolRunner) -> None:
-        from ._tools import ToolRunner  # (the tools module builds on this one)
-
         runner = tools if isinstance(tools, ToolRunner) else ToolRunner(tools)
         self.tools = runner
         await nursery.start(runner.run, self)
@@ -576,9 +579,11 @@ class RealtimeSession:
                 if self._subscribers:  # (a new connection's: subscribers learn of it)
                     self._publish(event)
                 return
-            if event["type"] == "error":
+            if event["type"] == "error":  # raised as the refusal if the server then closes
                 error = parse_error(event)
                 refusal = SessionRefused(error.code, error.message)
+                logger.info("error before session.created: %s", error.code)
+                continue
             logger.warning("%s before session.created; skipped", event["type"])
 
     async def _open_connection(self) -> None:
@@ -902,7 +907,14 @@ async def open_session(
     session sends the tools' definitions in a ``session.update`` and answers every function
     call with them in a task of its own (``session.tools`` is the runner).
     """
-    config = config or SessionConfig()
+    if config is None:
+        config = SessionConfig()
+    elif not isinstance(config, SessionConfig):
+        raise TypeError(f"config must be a SessionConfig or None, got {type(config).__name__}")
+    if tools is not None and not isinstance(tools, ToolRegistry | ToolRunner):
+        raise TypeError(
+            f"tools must be a ToolRegistry, a ToolRunner or None, got {type(tools).__name__}"
+        )
     if not isinstance(target, Endpoint | str | Transport):
         raise TypeError(
             f"target must be an Endpoint, a ws:// or wss:// URL or a Transport, "

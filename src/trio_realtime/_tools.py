@@ -32,8 +32,9 @@ import inspect
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import attrs
 import trio
@@ -44,7 +45,6 @@ from ._schema import ArgumentsInvalid, derive_schema, to_jsonable
 from ._util import LastN
 
 if TYPE_CHECKING:
-    from ._session import RealtimeSession
     from ._ticket import ResponseTicket
 
 __all__ = [
@@ -52,10 +52,28 @@ __all__ = [
     "ToolRegistry",
     "ToolRunner",
     "ToolRunnerStatistics",
+    "ToolSession",
     "run_tools",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class ToolSession(Protocol):
+    """What the runner needs of a session (a :class:`RealtimeSession` is one): its events,
+    and a way to answer a function call. The tools module needs nothing else of it."""
+
+    def subscribe(self) -> AbstractAsyncContextManager[AsyncIterable[Mapping[str, Any]]]: ...
+
+    async def send_function_result(
+        self,
+        call_id: str,
+        output: str,
+        *,
+        response: Mapping[str, Any] | None = None,
+        priority: int = 0,
+    ) -> ResponseTicket: ...
+
 
 #: What a tool is: an async function called with keyword arguments.
 ToolFunction = Callable[..., Awaitable[object]]
@@ -394,7 +412,7 @@ class ToolRunner:
 
     async def run(
         self,
-        session: RealtimeSession,
+        session: ToolSession,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -452,7 +470,7 @@ class ToolRunner:
 
     async def _watch(
         self,
-        session: RealtimeSession,
+        session: ToolSession,
         nursery: trio.Nursery,
         task_status: trio.TaskStatus[None],
     ) -> RealtimeError:
@@ -481,7 +499,7 @@ class ToolRunner:
                 return exc
 
     def _on_done(
-        self, session: RealtimeSession, event: Mapping[str, Any], nursery: trio.Nursery
+        self, session: ToolSession, event: Mapping[str, Any], nursery: trio.Nursery
     ) -> None:
         response = event.get("response")
         if not isinstance(response, Mapping):
@@ -512,7 +530,7 @@ class ToolRunner:
             self._in_flight += 1
             nursery.start_soon(self._answer, session, call, turn, name=f"tool call {call.call_id}")
 
-    async def _answer(self, session: RealtimeSession, call: FunctionCallItem, turn: _Turn) -> None:
+    async def _answer(self, session: ToolSession, call: FunctionCallItem, turn: _Turn) -> None:
         try:
             outcome = await self.registry._execute(call)
             if outcome.failed:
@@ -537,7 +555,7 @@ class ToolRunner:
 
 
 async def run_tools(
-    session: RealtimeSession,
+    session: ToolSession,
     registry: ToolRegistry,
     *,
     follow_up: Mapping[str, Any] | None = None,
