@@ -35,7 +35,13 @@ and acts on what comes back; times are passed in as arguments. Each client event
    request is rejected with ``conversation_already_has_active_response``. Out-of-band
    responses (``conversation: "none"``) do not take the conversation. A cancel finds only a
    response that was created, is not done and is not already being cancelled; otherwise
-   ``response_cancel_not_active``.
+   ``response_cancel_not_active``. The body of ``response.create`` is checked before
+   anything starts, as the service does, and answered with an error naming the create's
+   ``event_id``: an unknown field is ``unknown_parameter``, a wrong JSON type
+   ``invalid_type``, a value outside its set ``invalid_value``, too many or too long
+   ``metadata`` pairs ``object_above_max_properties`` / ``string_above_max_length``
+   (``param`` names the field: ``response.instructions``...). Null fields are left to the
+   session.
 5. **Expiry.** A session that reaches its maximum duration gets the ``session_expired``
    error ("Your session hit the maximum duration of N minutes."), then a close with code 1001
    and that sentence as the reason.
@@ -426,6 +432,115 @@ BETA_SCHEMA = _Object(
 )
 #: Fields an update may name but never changes.
 _KEPT = ("model",)
+
+
+# -- the body of response.create (rule 4) ------------------------------------------------------
+
+
+def _objects(value: Any, param: str) -> Rejection | None:
+    """An array of objects (``input`` items, ``tools``)."""
+    if not isinstance(value, list):
+        return _invalid_type(param, "an array", value)
+    for index, element in enumerate(value):
+        if not isinstance(element, Mapping):
+            return _invalid_type(f"{param}[{index}]", "an object", element)
+    return None
+
+
+def _object(value: Any, param: str) -> Rejection | None:
+    return None if isinstance(value, Mapping) else _invalid_type(param, "an object", value)
+
+
+def _tool_choice(value: Any, param: str) -> Rejection | None:
+    if isinstance(value, Mapping):
+        return None
+    return _one_of("none", "auto", "required")(value, param)
+
+
+#: At most 16 pairs; keys at most 64 characters, values strings of at most 512.
+_METADATA_PAIRS, _METADATA_KEY_LENGTH, _METADATA_VALUE_LENGTH = 16, 64, 512
+
+
+def _metadata(value: Any, param: str) -> Rejection | None:
+    if not isinstance(value, Mapping):
+        return _invalid_type(param, "an object", value)
+    if len(value) > _METADATA_PAIRS:
+        return Rejection(
+            "object_above_max_properties",
+            f"Invalid '{param}': too many properties. Expected an object with at most "
+            f"{_METADATA_PAIRS} properties, but got an object with {len(value)} properties "
+            "instead.",
+            param,
+        )
+    for key, item in value.items():
+        if len(key) > _METADATA_KEY_LENGTH:
+            return Rejection(
+                "string_above_max_length",
+                f"Invalid property name in '{param}': '{key}' is too long. Expected a string "
+                f"with maximum length {_METADATA_KEY_LENGTH}, but got a string with length "
+                f"{len(key)} instead.",
+                param,
+            )
+        if not isinstance(item, str):
+            return _invalid_type(f"{param}.{key}", "a string", item)
+        if len(item) > _METADATA_VALUE_LENGTH:
+            return Rejection(
+                "string_above_max_length",
+                f"Invalid '{param}.{key}': string too long. Expected a string with maximum "
+                f"length {_METADATA_VALUE_LENGTH}, but got a string with length {len(item)} "
+                "instead.",
+                f"{param}.{key}",
+            )
+    return None
+
+
+_RESPONSE_COMMON: Mapping[str, _Node] = {
+    # The API documents "auto" and "none" only (the typed models allow any string).
+    "conversation": _one_of("auto", "none"),
+    "input": _objects,
+    "instructions": _string,
+    "metadata": _metadata,
+    "tools": _objects,
+}
+GA_RESPONSE_SCHEMA = _Object(
+    {
+        **_RESPONSE_COMMON,
+        "audio": _Object({"output": _Object({"format": _ga_format, "voice": _voice})}),
+        "max_output_tokens": _max_tokens,
+        "output_modalities": _modalities,
+        "parallel_tool_calls": _boolean,
+        "prompt": _object,
+        "reasoning": _object,
+        "tool_choice": _tool_choice,
+    }
+)
+BETA_RESPONSE_SCHEMA = _Object(
+    {
+        **_RESPONSE_COMMON,
+        "max_response_output_tokens": _max_tokens,
+        "modalities": _modalities,
+        "output_audio_format": _BETA_FORMAT,
+        "temperature": _number(0.6, 1.2),
+        "tool_choice": _string,
+        "voice": _one_of(*VOICES),
+    }
+)
+
+
+def check_response_body(dialect: Dialect, body: Any) -> Rejection | None:
+    """Whether the ``response`` of a ``response.create`` is one the service takes: None, or
+    the rejection (``unknown_parameter``, ``invalid_type``, ``invalid_value``... with
+    ``param`` naming the field as ``response.<path>``). Absent and null fields are left to
+    the session."""
+    if not isinstance(body, Mapping):
+        return _invalid_type("response", "an object", body)
+    schema = GA_RESPONSE_SCHEMA if dialect == "ga" else BETA_RESPONSE_SCHEMA
+    given = {key: value for key, value in body.items() if value is not None}
+    try:
+        _merge(schema, {}, given, "response")
+    except _Refused as refused:
+        return refused.rejection
+    return None
 
 
 class _Refused(Exception):
@@ -893,10 +1008,12 @@ class ConnectionModel:
         return []
 
     def _response_create(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
-        body = event.get("response", {})
-        if not isinstance(body, Mapping):
-            message = "Invalid type for 'response': expected an object."
-            return [Refuse(Rejection("invalid_type", message, "response"))]
+        body = event.get("response")
+        if body is None:
+            body = {}
+        rejection = check_response_body(self.dialect, body)
+        if rejection is not None:
+            return [Refuse(rejection)]
         in_band = body.get("conversation") != "none"
         rejection = self.slots.request(in_band=in_band, legacy_error=behavior.legacy_conflict_error)
         if rejection is not None:
