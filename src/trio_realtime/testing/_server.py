@@ -25,7 +25,12 @@ from typing import Any, Literal
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_server_stream,
+)
 
 from .._util import unwrap_lone_exception
 from . import _model as rules
@@ -43,6 +48,8 @@ _HOST = "127.0.0.1"
 _MAX_MESSAGE_SIZE = 16 * 2**20
 #: Seconds a server-initiated close waits for the client's closing handshake.
 _CLOSE_TIMEOUT = 2.0
+#: Seconds a client has, once connected, to send its opening handshake.
+_HANDSHAKE_TIMEOUT = 60.0
 #: Response statuses ``finish_response`` accepts.
 _FINAL_STATUSES = frozenset({"completed", "cancelled", "failed", "incomplete"})
 #: ``expires_at`` of a session without ``Behavior.session_duration`` (OpenAI's 60 minutes).
@@ -163,6 +170,8 @@ class FakeConnection:
 
     _shared: _Shared
     _ws: WebSocketConnection
+    #: The TCP stream under the WebSocket: closed at once to drop the connection.
+    _stream: trio.abc.AsyncResource
     request_path: str
     request_headers: list[tuple[bytes, bytes]]
     _refusal: rules.SessionRefusal | None = None
@@ -449,7 +458,7 @@ class FakeConnection:
                             await self._ws.aclose(data.code, data.reason or None)
                         break
                     if isinstance(data, _Abort):
-                        await self._ws._close_stream()
+                        await self._stream.aclose()
                         break
                     await self._ws.send_message(data)
                 except ConnectionClosed:
@@ -840,7 +849,27 @@ class FakeRealtimeServer:
                 return candidate
         raise LookupError("no open connection")
 
-    async def _handle_request(self, request: WebSocketRequest) -> None:
+    async def _serve_stream(self, stream: trio.SocketStream) -> None:
+        """One TCP connection: its WebSocket handshake, then its conversation. The stream
+        is ours, so ``abort()`` can drop it; it is closed when the connection ends."""
+        try:
+            async with trio.open_nursery() as nursery:  # the WebSocket's reader task
+                request = None
+                with trio.move_on_after(_HANDSHAKE_TIMEOUT):
+                    try:
+                        request = await wrap_server_stream(
+                            nursery, stream, max_message_size=_MAX_MESSAGE_SIZE
+                        )
+                    except ConnectionClosed:
+                        logger.debug("the client left before its opening handshake")
+                if request is not None:
+                    await self._handle_request(request, stream)
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _handle_request(self, request: WebSocketRequest, stream: trio.SocketStream) -> None:
         behavior = self.behavior
         decision = rules.check_connect(
             request.path,
@@ -869,6 +898,7 @@ class FakeRealtimeServer:
         connection = FakeConnection(
             self._shared,
             ws,
+            stream,
             request_path=request.path,
             request_headers=list(request.headers),
             refusal=decision,
@@ -898,17 +928,10 @@ async def open_fake_server(
     server = FakeRealtimeServer(dialect=dialect, behavior=behavior or Behavior(), model=model)
     with unwrap_lone_exception():
         async with trio.open_nursery() as nursery:
-            ws_server = await nursery.start(
-                partial(
-                    serve_websocket,
-                    server._handle_request,
-                    _HOST,
-                    port,
-                    None,
-                    max_message_size=_MAX_MESSAGE_SIZE,
-                )
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, server._serve_stream, port, host=_HOST)
             )
-            server.port = ws_server.port
+            server.port = listeners[0].socket.getsockname()[1]
             logger.debug("fake Realtime server (%s) listening on %s", dialect, server.url)
             try:
                 yield server
