@@ -7,6 +7,18 @@ are written down, in prose and code, in ``trio_realtime/testing/_model.py``. ``B
 holds the knobs for the service's quirks and faults; ``FakeConnection`` lets a test act as the
 server (inject events, close, drop, start and finish responses).
 
+``Behavior`` knobs (each documented on its field; mutable, read when they matter):
+
+- timing: ``auto_finish``, ``created_delay``, ``delta_delay``, ``cancel_delay``,
+  ``audio_pace`` (audio at real-time pace, or a multiple of it), ``audio_chunk_ms`` (the
+  length of each audio delta, in the response's format: PCM16 48 bytes a ms, G.711 8);
+- what is sent: ``withhold_created``, ``withhold_done``, ``omit_response_created``,
+  ``send_rate_limits``, ``null_error_event_id``, ``legacy_conflict_error``,
+  ``interrupted_status``, ``audio_items``, ``overlap_audio_items``, ``script``;
+- cancels: ``ignore_cancel``;
+- keys and connections: ``accepted_api_keys``, ``invalid_api_keys``, ``session_duration``,
+  ``drop_after``.
+
 ``open_fake_server_process()`` runs the same server in a process of its own (``python -m
 trio_realtime.testing``), so that client and server run at their own pace, as against the
 service; its ``ServerReport`` (statistics, and the items each connection received) comes back

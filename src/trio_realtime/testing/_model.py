@@ -28,8 +28,11 @@ and acts on what comes back; times are passed in as arguments. Each client event
    audio and response output items are appended as they open. An item can be deleted,
    retrieved (``conversation.item.retrieved``) and, for assistant audio, truncated
    (``conversation.item.truncated``: the audio is cut at ``audio_end_ms`` and the transcript
-   removed). An unknown id is ``item_not_found``; truncating anything but assistant audio, or
-   past the end of the audio, is ``invalid_value``.
+   removed, for good). An unknown id is ``item_not_found``; truncating anything but assistant
+   audio (a user item, text, a function call, or an audio message before its first audio
+   delta) is ``invalid_value`` "Only model output audio messages can be truncated"; past the
+   end of the audio it is ``invalid_value`` "Audio content of Xms is already shorter than
+   Yms". An item still streaming is truncatable up to the audio generated so far.
 4. **Responses.** Only one in-band response may be active at a time: it holds the
    conversation from ``response.create`` until its ``response.done``; a second in-band
    request is rejected with ``conversation_already_has_active_response``. Out-of-band
@@ -682,10 +685,13 @@ def _voice_of(dialect: Dialect, session: Mapping[str, Any]) -> Any:
 @attrs.define(eq=False)
 class Conversation:
     """The items of the default conversation, in order, and the audio length of each
-    assistant audio item (milliseconds)."""
+    assistant audio item (milliseconds; while it streams, the audio generated so far).
+    ``truncated`` holds where each truncated item was cut: it stays cut (audio and transcript)
+    even if its response goes on streaming."""
 
     items: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     audio_ms: dict[str, int] = attrs.field(factory=dict)
+    truncated: dict[str, int] = attrs.field(factory=dict)
 
     @property
     def last_id(self) -> str | None:
@@ -733,13 +739,17 @@ class Conversation:
         stream.new_items.clear()
         for item_id, ms in stream.audio_ms.items():
             if item_id in self.items:
-                self.audio_ms[item_id] = ms
+                cut = self.truncated.get(item_id)
+                self.audio_ms[item_id] = ms if cut is None else min(ms, cut)
+                if cut is not None:
+                    _cut_transcript(self.items[item_id])
 
     def delete(self, item_id: Any) -> Rejection | None:
         if not isinstance(item_id, str) or item_id not in self.items:
             return item_not_found(item_id)
         del self.items[item_id]
         self.audio_ms.pop(item_id, None)
+        self.truncated.pop(item_id, None)
         return None
 
     def retrieve(self, item_id: Any) -> dict[str, Any] | Rejection:
@@ -779,11 +789,16 @@ class Conversation:
                 f"Audio content of {length}ms is already shorter than {audio_end_ms}ms",
                 "audio_end_ms",
             )
-        self.audio_ms[item_id] = audio_end_ms
-        part = content[content_index]
-        if isinstance(part, dict) and "transcript" in part:
-            part["transcript"] = ""
+        self.audio_ms[item_id] = self.truncated[item_id] = audio_end_ms
+        _cut_transcript(item)
         return None
+
+
+def _cut_transcript(item: dict[str, Any]) -> None:
+    """A truncated item keeps no transcript (the service removes it)."""
+    for part in item.get("content") or ():
+        if isinstance(part, dict) and part.get("transcript"):
+            part["transcript"] = ""
 
 
 # -- 4. responses ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ response task can be cancelled at any ``await`` without ever leaving half an eve
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -295,8 +296,9 @@ class FakeConnection:
         """Start an in-band response as voice activity detection does (no metadata).
 
         With ``vad_events``, first send ``input_audio_buffer.speech_started``; if an in-band
-        response is active, cancel it when ``interrupt`` (``response.done`` with
-        ``Behavior.interrupted_status``, reason ``turn_detected``); then wait until the
+        response is active, cancel it when ``interrupt`` (what ``turn_detection.
+        interrupt_response: true`` does: ``response.done`` with ``Behavior.interrupted_status``,
+        reason ``turn_detected``; out-of-band responses run on); then wait until the
         conversation is free, send ``speech_stopped``, ``committed`` and the user item, and
         start the response. With ``idle_timeout`` instead: wait until the conversation is
         free, send ``input_audio_buffer.timeout_triggered``, ``committed`` and the user item,
@@ -658,7 +660,13 @@ class FakeConnection:
             audio_format=response.audio_format,
             audio_items=behavior.audio_items,
             overlap_audio_items=behavior.overlap_audio_items,
+            audio_chunk_bytes=(
+                None
+                if behavior.audio_chunk_ms is None
+                else behavior.audio_chunk_ms * response.audio_format.bytes_per_ms
+            ),
         )
+        audio_delta = stream.names.audio_delta
         stats = self._shared.stats
         try:
             with response.cancel_scope:
@@ -685,6 +693,9 @@ class FakeConnection:
                     state.conversation.take_from(stream)
                     if is_delta and self._behavior.delta_delay > 0:
                         await trio.sleep(self._behavior.delta_delay)
+                    pace = self._behavior.audio_pace
+                    if pace is not None and event["type"] == audio_delta:
+                        await trio.sleep(_audio_seconds(event, response.audio_format) / pace)
                 if self._behavior.withhold_done and not response.finish_requested.is_set():
                     await response.finish_requested.wait()
             if response.cancel_reason is not None:
@@ -722,6 +733,12 @@ class FakeConnection:
             response.done.set()
             self._poke()
             self._shared.notifier.notify()
+
+
+def _audio_seconds(delta: Event, audio_format: AudioFormat) -> float:
+    """How long the audio of an audio delta plays."""
+    size = len(base64.b64decode(delta["delta"]))
+    return size / audio_format.bytes_per_ms / 1000
 
 
 def _event_id(event: Mapping[str, Any]) -> str | None:
