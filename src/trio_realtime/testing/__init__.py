@@ -7,6 +7,11 @@ are written down, in prose and code, in ``trio_realtime/testing/_model.py``. ``B
 holds the knobs for the service's quirks and faults; ``FakeConnection`` lets a test act as the
 server (inject events, close, drop, start and finish responses).
 
+Calls (GA): ``server.incoming_call()`` rings a call (``FakeCall``, with the
+``realtime.call.incoming`` webhook); the REST call control (``POST /v1/realtime/calls/{id}/
+accept|reject|refer|hangup``) is served on the same port as the WebSocket, and sidebands attach
+with ``?call_id=``; the rules are in ``_calls.py``.
+
 ``Behavior`` knobs (each documented on its field; mutable, read when they matter):
 
 - timing: ``auto_finish``, ``created_delay``, ``delta_delay``, ``cancel_delay``,
@@ -25,6 +30,7 @@ service; its ``ServerReport`` (statistics, and the items each connection receive
 when it stops.
 """
 
+from ._calls import FakeCall as FakeCall
 from ._process import ConnectionReport as ConnectionReport
 from ._process import FakeServerProcess as FakeServerProcess
 from ._process import FakeServerProcessError as FakeServerProcessError
@@ -42,6 +48,7 @@ from ._server import open_fake_server as open_fake_server
 __all__ = [
     "Behavior",
     "ConnectionReport",
+    "FakeCall",
     "FakeConnection",
     "FakeRealtimeServer",
     "FakeServerProcess",

@@ -190,6 +190,36 @@ def _masked(key: str) -> str:
     return "*" * max(len(key) - 4, 0) + key[-4:]
 
 
+def invalid_url(method: str, path: str) -> str:
+    """The body of a 404 for a path the service does not serve."""
+    detail = {"message": f"Invalid URL ({method} {path})", "type": "invalid_request_error"}
+    return json.dumps({"error": {**detail, "param": None, "code": None}})
+
+
+def invalid_key_body(key: str | None) -> str:
+    """The body of a REST request refused for its key (HTTP 401)."""
+    if key is None:
+        message, code = "Missing bearer or basic authentication in header", None
+    else:
+        message = (
+            f"Incorrect API key provided: {_masked(key)}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys."
+        )
+        code = "invalid_api_key"
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    return json.dumps({"error": error})
+
+
+def invalid_json_body(detail: str) -> str:
+    error = {
+        "message": f"We could not parse the JSON body of your request: {detail}",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+    return json.dumps({"error": error})
+
+
 def check_connect(
     path: str,
     headers: Iterable[tuple[bytes, bytes]],
@@ -201,8 +231,7 @@ def check_connect(
     bare = path.split("?", 1)[0]
     owner = REALTIME_PATHS.get(bare.rstrip("/") or "/")
     if owner is None:
-        detail = {"message": f"Invalid URL (GET {bare})", "type": "invalid_request_error"}
-        return HandshakeRefusal(404, json.dumps({"error": {**detail, "param": None, "code": None}}))
+        return HandshakeRefusal(404, invalid_url("GET", bare))
     key = api_key_of(headers)
     accepted = None if accepted_api_keys is None else frozenset(accepted_api_keys)
     refused = key in frozenset(invalid_api_keys) or (accepted is not None and key not in accepted)

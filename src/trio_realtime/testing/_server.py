@@ -34,11 +34,14 @@ from trio_websocket import (
 )
 
 from .._util import unwrap_lone_exception
+from . import _calls as calls
+from . import _http as http
 from . import _model as rules
 from . import _protocol as proto
 from ._audio import AudioFormat
+from ._calls import FakeCall
 from ._ids import IdFactory
-from ._model import ConnectionModel, Rejection
+from ._model import ConnectionModel, Rejection, SessionState
 from ._protocol import Dialect, Event, ResponseStream
 from ._script import Behavior, Script, default_script
 
@@ -176,6 +179,8 @@ class FakeConnection:
     request_path: str
     request_headers: list[tuple[bytes, bytes]]
     _refusal: rules.SessionRefusal | None = None
+    #: The call this connection is a sideband of (None: a connection of its own).
+    call: FakeCall | None = None
     received: list[dict[str, Any]] = attrs.field(factory=list, init=False)
     sent: list[dict[str, Any]] = attrs.field(factory=list, init=False)
     conversation_id: str = attrs.field(default="", init=False)
@@ -519,6 +524,11 @@ class FakeConnection:
             model=self._shared.model,
             expires_at=int(time.time()) + seconds,
         )
+        if self.call is not None and self.call.session is not None:
+            # A sideband attaches to the call's session, and is told nothing of it (third
+            # parties see no session.created there).
+            self._model.session = SessionState("ga", json.loads(json.dumps(self.call.session)))
+            return
         if self._refusal is not None:
             logger.debug("refusing the session: %s", self._refusal.error.code)
             self._emit(self._refusal.error.event(None))
@@ -771,6 +781,7 @@ class FakeRealtimeServer:
     port: int = attrs.field(default=0, init=False)
     received: list[dict[str, Any]] = attrs.field(factory=list, init=False)
     connections: list[FakeConnection] = attrs.field(factory=list, init=False)
+    calls: list[FakeCall] = attrs.field(factory=list, init=False)
     _shared: _Shared = attrs.field(init=False)
     _connections_handed_out: int = attrs.field(default=0, init=False)
 
@@ -858,6 +869,66 @@ class FakeRealtimeServer:
                 raise LookupError(f"unknown response {response_id!r}")
         await self._connection(connection).finish_response(response_id, status=status)
 
+    def incoming_call(
+        self, sip_headers: Mapping[str, str] | list[tuple[str, str]] | None = None
+    ) -> FakeCall:
+        """A caller's leg arrives (a SIP INVITE): a new ringing call. Returns it; its
+        ``webhook`` is the ``realtime.call.incoming`` event the service would send. GA only.
+        The application then accepts, rejects, refers or hangs up over REST, and attaches
+        sidebands by ``call_id`` once it is active (see ``_calls.py`` for the rules)."""
+        calls.check_dialect(self.dialect)
+        if sip_headers is None:
+            sip_headers = [
+                ("From", '"Caller" <sip:+15555550100@sip.example.com>;tag=1'),
+                ("To", "<sip:+15555550199@sip.api.openai.com>"),
+                ("Call-ID", "fake-call@sip.example.com"),
+            ]
+        pairs = tuple(sip_headers.items() if isinstance(sip_headers, Mapping) else sip_headers)
+        ids = self._shared.ids
+        model = calls.new_call(ids, pairs)
+        call = FakeCall(model, self._shared.notifier, model.webhook(ids.new("evt")))
+        self.calls.append(call)
+        self._shared.notifier.notify()
+        return call
+
+    def _call(self, call_id: str) -> FakeCall | None:
+        for call in self.calls:
+            if call.call_id == call_id:
+                return call
+        return None
+
+    async def _handle_rest(self, head: http.Request, stream: trio.SocketStream) -> None:
+        """One REST request: call control (``_calls.py``), or 404."""
+        route = calls.parse_control(head.target)
+        if head.method != "POST" or route is None or route[1] not in calls.VERBS:
+            path = head.target.split("?", 1)[0]
+            answer = calls.HttpAnswer(404, rules.invalid_url(head.method, path))
+        elif rules.check_connect("/v1/realtime", head.headers, **self._keys()) is not None:
+            answer = calls.HttpAnswer(401, rules.invalid_key_body(rules.api_key_of(head.headers)))
+        else:
+            call_id, verb = route
+            try:
+                body = await http.read_json_body(head, stream)
+            except ValueError as exc:
+                body, answer = None, calls.HttpAnswer(400, rules.invalid_json_body(str(exc)))
+            else:
+                call = self._call(call_id)
+                if call is None:
+                    answer = calls.call_not_found()
+                else:
+                    answer = call._model.control(verb, body, ids=self._shared.ids, model=self.model)
+                    call.requests.append((verb, body, answer.status))
+                    self._shared.notifier.notify()
+        logger.debug("REST %s %s: HTTP %d", head.method, head.target, answer.status)
+        await http.answer(head, stream, answer.status, answer.body)
+
+    def _keys(self) -> dict[str, Any]:
+        behavior = self.behavior
+        return {
+            "accepted_api_keys": behavior.accepted_api_keys,
+            "invalid_api_keys": behavior.invalid_api_keys,
+        }
+
     def _connection(self, connection: FakeConnection | None) -> FakeConnection:
         if connection is not None:
             return connection
@@ -871,29 +942,35 @@ class FakeRealtimeServer:
         is ours, so ``abort()`` can drop it; it is closed when the connection ends."""
         try:
             async with trio.open_nursery() as nursery:  # the WebSocket's reader task
-                request = None
+                head = request = None
                 with trio.move_on_after(_HANDSHAKE_TIMEOUT):
-                    try:
-                        request = await wrap_server_stream(
-                            nursery, stream, max_message_size=_MAX_MESSAGE_SIZE
-                        )
-                    except ConnectionClosed:
-                        logger.debug("the client left before its opening handshake")
+                    head = await http.read_request(stream)
+                    if head is not None and head.is_websocket:
+                        try:
+                            request = await wrap_server_stream(
+                                nursery,
+                                http.Replayed(stream, head.raw),
+                                max_message_size=_MAX_MESSAGE_SIZE,
+                            )
+                        except ConnectionClosed:
+                            logger.debug("the client left during its opening handshake")
                 if request is not None:
                     await self._handle_request(request, stream)
+                elif head is not None and not head.is_websocket:
+                    await self._handle_rest(head, stream)
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
     async def _handle_request(self, request: WebSocketRequest, stream: trio.SocketStream) -> None:
-        behavior = self.behavior
-        decision = rules.check_connect(
-            request.path,
-            request.headers,
-            accepted_api_keys=behavior.accepted_api_keys,
-            invalid_api_keys=behavior.invalid_api_keys,
-        )
+        decision = rules.check_connect(request.path, request.headers, **self._keys())
+        call = None
+        if decision is None and (call_id := calls.sideband_call_id(request.path)) is not None:
+            call = self._call(call_id)
+            if call is None or call.state != "active":
+                not_found = calls.call_not_found()
+                decision = rules.HandshakeRefusal(not_found.status, not_found.body)
         if isinstance(decision, rules.HandshakeRefusal):
             logger.debug("refusing the handshake for %s: HTTP %d", request.path, decision.status)
             self._shared.stats.connections_refused += 1
@@ -919,7 +996,10 @@ class FakeRealtimeServer:
             request_path=request.path,
             request_headers=list(request.headers),
             refusal=decision,
+            call=call,
         )
+        if call is not None:
+            call.sidebands.append(connection)
         self.connections.append(connection)
         self._shared.stats.connections += 1
         self._shared.notifier.notify()
