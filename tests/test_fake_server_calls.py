@@ -192,3 +192,134 @@ async def test_calls_are_ga_only() -> None:
     async with open_fake_server(dialect="beta") as server:
         with pytest.raises(ValueError, match="GA"):
             server.incoming_call()
+
+
+async def close_code(client: Any) -> int:
+    """Read until the server closes; the close code."""
+    try:
+        while True:
+            await client.recv()
+    except trio_websocket.ConnectionClosed as exc:
+        return -1 if exc.reason is None else int(exc.reason.code)
+
+
+async def accepted_call(server: FakeRealtimeServer, **session: Any) -> Any:
+    call = server.incoming_call()
+    client = rest_client(server)
+    await client.realtime.calls.accept(call.call_id, type="realtime", **session)
+    await client.close()
+    assert call.connection is not None
+    return call
+
+
+async def test_sidebands_share_the_calls_conversation_and_errors_go_to_their_sender() -> None:
+    with trio.fail_after(10):
+        async with open_fake_server() as server:
+            call = await accepted_call(server)
+            path = f"/v1/realtime?call_id={call.call_id}"
+            async with (
+                open_raw_client(server.port, path) as a,
+                open_raw_client(server.port, path) as b,
+            ):
+                await call.wait_sidebands(2)
+                user = {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "hi"}],
+                }
+                await a.send({"type": "conversation.item.create", "item": user})
+                added_a = (await a.recv_until("conversation.item.done"))[-1]
+                added_b = (await b.recv_until("conversation.item.done"))[-1]
+                assert added_a["item"]["id"] == added_b["item"]["id"]
+                assert call.sidebands[1].item_ids() == [added_a["item"]["id"]]
+                server.behavior.auto_finish = False
+                await a.send({"type": "response.create", "event_id": "evt_a"})
+                created = (await b.recv_until("response.created"))[-1]
+                await b.send({"type": "response.create", "event_id": "evt_b"})
+                error = (await b.recv_until("error"))[-1]
+                assert error["error"]["code"] == "conversation_already_has_active_response"
+                assert error["error"]["event_id"] == "evt_b"
+                await call.connection.finish_response()
+                done_a = (await a.recv_until("response.done"))[-1]
+                assert done_a["response"]["id"] == created["response"]["id"]
+                # Sideband a never saw b's error.
+                assert [e for e in a.received if e["type"] == "error"] == []
+            assert call.state == "active"
+
+
+async def test_the_callers_leg_starts_responses_and_its_audio_stays_on_the_call() -> None:
+    with trio.fail_after(10):
+        async with open_fake_server() as server:
+            call = await accepted_call(server, output_modalities=["audio"])
+            path = f"/v1/realtime?call_id={call.call_id}"
+            async with open_raw_client(server.port, path) as sideband:
+                await call.wait_sidebands(1)
+                # The caller's voice activity.
+                response_id = await call.connection.start_response()
+                events = await sideband.recv_until("response.done")
+                types = [e["type"] for e in events]
+                assert types[0] == "input_audio_buffer.speech_started"
+                assert "response.output_audio_transcript.delta" in types
+                assert "response.output_audio.delta" not in types
+                assert events[-1]["response"]["id"] == response_id
+                assert "response.output_audio.delta" in call.connection.sent_types()
+                # A second controller (the browser's data channel): its response reaches the
+                # sideband, its errors do not.
+                server.behavior.auto_finish = False
+                call.connection.send_client_event({"type": "response.create"})
+                await sideband.recv_until("response.created")
+                call.connection.send_client_event({"type": "response.create", "event_id": "dc"})
+                await sideband.send({"type": "response.cancel"})
+                await sideband.recv_until("response.done")
+                assert [e for e in sideband.received if e["type"] == "error"] == []
+                assert server.statistics().rejections_sent == 1
+
+
+async def test_a_sideband_closed_cleanly_leaves_the_call_and_a_new_one_finds_the_conversation() -> (
+    None
+):
+    with trio.fail_after(10):
+        async with open_fake_server() as server:
+            call = await accepted_call(server)
+            path = f"/v1/realtime?call_id={call.call_id}"
+            async with open_raw_client(server.port, path) as first:
+                await call.wait_sidebands(1)
+                await first.send({"type": "response.create"})
+                await first.recv_until("response.done")
+                items = call.connection.item_ids()
+                assert len(items) == 1
+                # The knob: a sideband is closed cleanly at once (a proxy restart).
+                server.behavior.close_sidebands_after = 0
+                async with open_raw_client(server.port, path) as second:
+                    assert await close_code(second) == 1000
+                server.behavior.close_sidebands_after = None
+                # The call, and the first sideband, are untouched.
+                await first.send({"type": "session.update", "session": {"type": "realtime"}})
+                await first.recv_until("session.updated")
+                # Closed from the server's side: the same.
+                await call.sidebands[0].close()
+                assert await close_code(first) == 1000
+            assert call.state == "active"
+            async with open_raw_client(server.port, path) as third:
+                await call.wait_sidebands(1)
+                await third.send({"type": "conversation.item.retrieve", "item_id": items[-1]})
+                retrieved = (await third.recv_until("conversation.item.retrieved"))[-1]
+                assert retrieved["item"]["id"] == items[-1]
+            assert call.connection.item_ids() == items
+            assert len(call.sidebands) == 3
+
+
+async def test_hang_up_ends_the_call_and_closes_its_sidebands() -> None:
+    with trio.fail_after(10):
+        async with open_fake_server() as server:
+            call = await accepted_call(server)
+            path = f"/v1/realtime?call_id={call.call_id}"
+            async with open_raw_client(server.port, path) as sideband:
+                await call.wait_sidebands(1)
+                client = rest_client(server)
+                await client.realtime.calls.hangup(call.call_id)
+                await client.close()
+                assert await close_code(sideband) == 1000
+            await call.connection.wait_closed()
+            assert not call.connection.is_open
+            assert call.state == "ended"

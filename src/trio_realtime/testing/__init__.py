@@ -22,7 +22,7 @@ with ``?call_id=``; the rules are in ``_calls.py``.
   ``interrupted_status``, ``audio_items``, ``overlap_audio_items``, ``script``;
 - cancels: ``ignore_cancel``;
 - keys and connections: ``accepted_api_keys``, ``invalid_api_keys``, ``session_duration``,
-  ``drop_after``.
+  ``drop_after``, ``close_sidebands_after`` (calls).
 
 ``open_fake_server_process()`` runs the same server in a process of its own (``python -m
 trio_realtime.testing``), so that client and server run at their own pace, as against the

@@ -234,6 +234,11 @@ class _Waiter(Protocol):
 class FakeCall:
     """A call the fake server holds; made by ``FakeRealtimeServer.incoming_call()``.
 
+    Once accepted the call has a session (``connection``) that outlives any sideband: a
+    sideband closed (``close()`` on it, or ``Behavior.close_sidebands_after``) leaves the call
+    and its conversation as they are, and a new sideband attaches to the same conversation.
+    Hanging up (or referring) ends the session and closes every sideband (code 1000).
+
     ``webhook`` is the ``realtime.call.incoming`` event the service would send the application
     (hand it to your webhook handler). ``state`` is ``"ringing"``, ``"active"`` or ``"ended"``;
     ``ended_by`` says how it ended (``"rejected"``, ``"referred"``, ``"hung_up"``), with
@@ -245,6 +250,10 @@ class FakeCall:
     _waiter: _Waiter
     webhook: dict[str, Any]
     sidebands: list[Any] = attrs.field(factory=list, init=False)
+    #: The call's session once accepted (a ``FakeConnection`` without a WebSocket): its
+    #: ``start_response()`` plays the caller's voice activity, ``send_client_event()`` a
+    #: second controller (a browser's data channel), ``received`` every controller's events.
+    connection: Any = attrs.field(default=None, init=False)
     #: Every REST request for this call, in order: (verb, JSON body, HTTP status answered).
     requests: list[tuple[str, Any, int]] = attrs.field(factory=list, init=False)
 
@@ -277,3 +286,7 @@ class FakeCall:
         """Wait until the call is in ``state`` (``"active"``, ``"ended"``). Cancel-safe."""
         wanted = CallState(state)
         await self._waiter.wait_until(lambda: self._model.state is wanted)
+
+    async def wait_sidebands(self, count: int = 1) -> None:
+        """Wait until at least ``count`` sidebands are attached and open. Cancel-safe."""
+        await self._waiter.wait_until(lambda: sum(1 for s in self.sidebands if s.is_open) >= count)

@@ -139,6 +139,11 @@ class Behavior:
     """With ``audio_items`` > 1: each next item opens and streams its first deltas before the
     previous item's ``*.done`` events (seen with newer models).
     """
+    close_sidebands_after: float | None = None
+    """Seconds after which each sideband of a call is closed cleanly (code 1000, as a proxy
+    restart does) while the call goes on; None: never. ``close()`` on a sideband does it at
+    once.
+    """
     audio_pace: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
     )

@@ -170,12 +170,20 @@ class FakeConnection:
     ``received`` holds the client events (parsed JSON objects) in order; ``sent`` the server
     events in the order they were queued for the wire (injected ones included).
     ``request_path`` and ``request_headers`` are those of the opening handshake.
+
+    A call's session is a connection without a WebSocket of its own (``FakeCall.connection``):
+    its events go to every open sideband of the call (output audio deltas excepted: the
+    service plays the audio to the caller), the client events of every sideband and of the
+    caller's leg (``send_client_event``) come to it, and an error goes only to whoever caused
+    it. A sideband (``call`` set) forwards its client events to the call's session and
+    answers for it (``session``, ``item_ids()``, ``start_response()``...).
     """
 
     _shared: _Shared
-    _ws: WebSocketConnection
+    #: None for a call's session, which has no WebSocket of its own.
+    _ws: WebSocketConnection | None
     #: The TCP stream under the WebSocket: closed at once to drop the connection.
-    _stream: trio.abc.AsyncResource
+    _stream: trio.abc.AsyncResource | None
     request_path: str
     request_headers: list[tuple[bytes, bytes]]
     _refusal: rules.SessionRefusal | None = None
@@ -194,6 +202,22 @@ class FakeConnection:
     _activity: trio.Event = attrs.field(factory=trio.Event, init=False)
     #: Set when the reader has stopped: no new response may start from then on.
     _ending: bool = attrs.field(default=False, init=False)
+    #: A call's session: set when the call ends.
+    _call_ended: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: While a client event is handled: the connection it came from (None: the caller's leg).
+    _source: FakeConnection | None = attrs.field(default=None, init=False)
+
+    @property
+    def _sideband_of(self) -> FakeConnection | None:
+        """The call's session this connection is a sideband of (None: not a sideband)."""
+        if self.call is None or self._ws is None:
+            return None
+        host: FakeConnection | None = self.call.connection
+        return host
+
+    def _conversation(self) -> FakeConnection:
+        """The connection that holds this connection's conversation."""
+        return self._sideband_of or self
 
     @property
     def dialect(self) -> Dialect:
@@ -206,6 +230,8 @@ class FakeConnection:
     @property
     def session(self) -> dict[str, Any]:
         """The session configuration as the server holds it (what ``session.updated`` says)."""
+        if self._sideband_of is not None:
+            return self._sideband_of.session
         return {} if self._model is None else self._model.session.value
 
     @property
@@ -221,17 +247,20 @@ class FakeConnection:
 
     def active_response_ids(self) -> list[str]:
         """Ids of this conversation's responses that were created and are not done."""
+        if self._sideband_of is not None:
+            return self._sideband_of.active_response_ids()
         if self._model is None:
             return []
         return [rid for rid in self._responses if rid in self._model.slots.created]
 
     def response_ids(self) -> list[str]:
         """Ids of every response of this conversation, done or not, in start order."""
-        return list(self._responses)
+        return list(self._conversation()._responses)
 
     def item_ids(self) -> list[str]:
         """Ids of the conversation's items, in order (deleted ones left out)."""
-        return [] if self._model is None else list(self._model.conversation.items)
+        model = self._conversation()._model
+        return [] if model is None else list(model.conversation.items)
 
     def sent_types(self) -> list[str]:
         return [str(event.get("type")) for event in self.sent]
@@ -312,6 +341,10 @@ class FakeConnection:
         ``response.created`` to be sent). Raises ``trio.BrokenResourceError`` if the
         connection ends first.
         """
+        if self._sideband_of is not None:
+            return await self._sideband_of.start_response(
+                script, interrupt=interrupt, vad_events=vad_events, idle_timeout=idle_timeout
+            )
         if idle_timeout and self.dialect != "ga":
             raise ValueError("the beta protocol has no idle timeout")
         if self._model is None or self._ending:
@@ -374,6 +407,8 @@ class FakeConnection:
 
         Default: the active in-band response. Raises ``LookupError`` if there is none.
         """
+        if self._sideband_of is not None:
+            return await self._sideband_of.finish_response(response_id, status=status)
         if status not in _FINAL_STATUSES:
             raise ValueError(f"not a final response status: {status!r}")
         if response_id is None:
@@ -407,6 +442,12 @@ class FakeConnection:
         self.sent.append(json.loads(data))
         self._shared.notifier.notify()
         self._push(data)
+        # A call's session: every open sideband gets it, but the audio (the service plays
+        # it to the caller).
+        audio = event.get("type") == proto.EVENT_NAMES["ga"].audio_delta
+        if self._ws is None and self.call is not None and not audio:
+            for sideband in self.call.sidebands:
+                sideband._push_event(event)
 
     def _emit(self, event: Event) -> None:
         """Queue a server event with a fresh ``event_id``."""
@@ -415,11 +456,19 @@ class FakeConnection:
         )
 
     def _reject(self, rejection: Rejection, cause: Mapping[str, Any] | None) -> None:
-        """Answer the client event ``cause`` with an error."""
+        """Answer the client event ``cause`` with an error (on a call: to its sender only)."""
         client_event_id = None
         if cause is not None and not self._behavior.null_error_event_id:
             client_event_id = _event_id(cause)
-        self._emit(rejection.event(client_event_id))
+        event = rejection.event(client_event_id)
+        if self._ws is None:
+            source = self._source
+            if source is not None:
+                source._emit(event)
+            else:  # the caller's leg: recorded, sent to no sideband
+                self.sent.append({"type": event["type"], "event_id": "", **event})
+            return
+        self._emit(event)
 
     def _poke(self) -> None:
         """Something happened: the idle timeout starts again."""
@@ -427,6 +476,29 @@ class FakeConnection:
         self._activity = trio.Event()
 
     # -- tasks ---------------------------------------------------------------------------
+
+    async def _run_call_session(self) -> None:
+        """A call's session: no WebSocket; it lives until the call ends."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._greet()
+                nursery.start_soon(self._watch_idle)
+                await self._call_ended.wait()
+                self._ending = True
+                nursery.cancel_scope.cancel()
+        finally:
+            self._ending = True
+            self._closed.set()
+            self._shared.notifier.notify()
+
+    def send_client_event(self, event: Mapping[str, Any]) -> None:
+        """A call's second controller (the caller's leg: a browser's data channel) sends a
+        client event: the session handles it as from a sideband; its errors go to no
+        sideband. Only on a call's session (``FakeCall.connection``)."""
+        if self._ws is not None or self.call is None:
+            raise RuntimeError("only a call's session takes client events from the caller's leg")
+        self._handle_event(dict(event), source=None)
 
     async def _run(self) -> None:
         send_channel, receive_channel = trio.open_memory_channel[_Outgoing](math.inf)
@@ -438,7 +510,12 @@ class FakeConnection:
                 nursery.start_soon(self._writer, receive_channel)
                 self._greet()
                 behavior = self._behavior
-                if self._refusal is None:
+                if self._sideband_of is not None:
+                    if behavior.drop_after is not None:
+                        nursery.start_soon(self._drop, behavior.drop_after)
+                    if behavior.close_sidebands_after is not None:
+                        nursery.start_soon(self._close_later, behavior.close_sidebands_after)
+                elif self._refusal is None:
                     if behavior.session_duration is not None:
                         nursery.start_soon(self._expire, behavior.session_duration)
                     if behavior.drop_after is not None:
@@ -459,6 +536,8 @@ class FakeConnection:
     async def _writer(self, receive_channel: trio.MemoryReceiveChannel[_Outgoing]) -> None:
         with receive_channel:
             async for data in receive_channel:
+                assert self._ws is not None
+                assert self._stream is not None
                 try:
                     if isinstance(data, _Close):
                         with trio.move_on_after(_CLOSE_TIMEOUT):
@@ -476,6 +555,7 @@ class FakeConnection:
     async def _reader(self) -> None:
         while True:
             await self._reading.wait()
+            assert self._ws is not None
             try:
                 message = await self._ws.get_message()
             except ConnectionClosed:
@@ -489,6 +569,11 @@ class FakeConnection:
         logger.debug("session %s expired", self.conversation_id)
         self._emit(rules.expiry_error(duration).event(None))
         self._push(_Close(rules.EXPIRY_CLOSE_CODE, rules.expiry_message(duration)))
+
+    async def _close_later(self, delay: float) -> None:
+        await trio.sleep(delay)
+        logger.debug("closing sideband %s cleanly", self.request_path)
+        self._push(_Close(1000, ""))
 
     async def _drop(self, delay: float) -> None:
         await trio.sleep(delay)
@@ -525,8 +610,8 @@ class FakeConnection:
             expires_at=int(time.time()) + seconds,
         )
         if self.call is not None and self.call.session is not None:
-            # A sideband attaches to the call's session, and is told nothing of it (third
-            # parties see no session.created there).
+            # A call's session starts from its accept; a sideband attaches to it and is told
+            # nothing (third parties see no session.created there).
             self._model.session = SessionState("ga", json.loads(json.dumps(self.call.session)))
             return
         if self._refusal is not None:
@@ -558,11 +643,31 @@ class FakeConnection:
         self._shared.notifier.notify()
         if self._refusal is not None:
             return  # the session is being closed: nothing more is served
+        host = self._sideband_of
+        if host is not None:
+            host._handle_event(event, source=self)
+            return
+        self._handle_event(event, source=self)
+
+    def _handle_event(self, event: dict[str, Any], *, source: FakeConnection | None) -> None:
+        """One client event for this conversation, from ``source`` (on a call: a sideband, or
+        None for the caller's leg)."""
+        if source is not self:
+            if self._ending:
+                return
+            self.received.append(event)
+            if source is None:
+                self._shared.received.append(event)
+            self._shared.notifier.notify()
         kind = event.get("type")
         if kind == "response.cancel":
             self._shared.stats.cancels_received += 1
-        for action in self._state.receive(event, self._behavior):
-            self._act(action, event)
+        self._source = source
+        try:
+            for action in self._state.receive(event, self._behavior):
+                self._act(action, event)
+        finally:
+            self._source = None
         if kind == "session.update":
             self._poke()  # the idle timeout starts again, with the new setting
 
@@ -782,6 +887,7 @@ class FakeRealtimeServer:
     received: list[dict[str, Any]] = attrs.field(factory=list, init=False)
     connections: list[FakeConnection] = attrs.field(factory=list, init=False)
     calls: list[FakeCall] = attrs.field(factory=list, init=False)
+    _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     _shared: _Shared = attrs.field(init=False)
     _connections_handed_out: int = attrs.field(default=0, init=False)
 
@@ -918,9 +1024,27 @@ class FakeRealtimeServer:
                 else:
                     answer = call._model.control(verb, body, ids=self._shared.ids, model=self.model)
                     call.requests.append((verb, body, answer.status))
+                    if answer.status == 200:
+                        self._call_moved(call)
                     self._shared.notifier.notify()
         logger.debug("REST %s %s: HTTP %d", head.method, head.target, answer.status)
         await http.answer(head, stream, answer.status, answer.body)
+
+    def _call_moved(self, call: FakeCall) -> None:
+        """A call was accepted (its session starts) or ended (its session ends, its sidebands
+        are closed: code 1000)."""
+        if call.state == "active" and call.connection is None:
+            session = FakeConnection(
+                self._shared, None, None, request_path="", request_headers=[], call=call
+            )
+            call.connection = session
+            assert self._nursery is not None
+            self._nursery.start_soon(session._run_call_session, name=f"call {call.call_id}")
+        elif call.state == "ended":
+            for sideband in call.sidebands:
+                sideband._push(_Close(1000, "call ended"))
+            if call.connection is not None:
+                call.connection._call_ended.set()
 
     def _keys(self) -> dict[str, Any]:
         behavior = self.behavior
@@ -998,9 +1122,9 @@ class FakeRealtimeServer:
             refusal=decision,
             call=call,
         )
+        self.connections.append(connection)
         if call is not None:
             call.sidebands.append(connection)
-        self.connections.append(connection)
         self._shared.stats.connections += 1
         self._shared.notifier.notify()
         logger.debug("accepted a connection on %s", request.path)
@@ -1029,6 +1153,7 @@ async def open_fake_server(
                 partial(trio.serve_tcp, server._serve_stream, port, host=_HOST)
             )
             server.port = listeners[0].socket.getsockname()[1]
+            server._nursery = nursery
             logger.debug("fake Realtime server (%s) listening on %s", dialect, server.url)
             try:
                 yield server
