@@ -31,6 +31,7 @@ when it stops.
 """
 
 from ._calls import FakeCall as FakeCall
+from ._connection import FakeConnection as FakeConnection
 from ._process import ConnectionReport as ConnectionReport
 from ._process import FakeServerProcess as FakeServerProcess
 from ._process import FakeServerProcessError as FakeServerProcessError
@@ -40,7 +41,6 @@ from ._script import Behavior as Behavior
 from ._script import FunctionCall as FunctionCall
 from ._script import Script as Script
 from ._script import default_script as default_script
-from ._server import FakeConnection as FakeConnection
 from ._server import FakeRealtimeServer as FakeRealtimeServer
 from ._server import ServerStatistics as ServerStatistics
 from ._server import open_fake_server as open_fake_server

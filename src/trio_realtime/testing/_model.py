@@ -1,5 +1,8 @@
 """The Realtime service's rules, as the fake server enforces them: plain data, no I/O.
 
+(Long on purpose: the service's rules for one connection are read in one place, top-down, in
+the order of the prose below; calls have their own module, ``_calls.py``.)
+
 No sockets, no Trio and no clock here: the connection (``_server.py``) feeds what happened in
 and acts on what comes back; times are passed in as arguments. Each client event goes through
 ``ConnectionModel.receive()``, which returns actions (``Send``, ``Refuse``, ``StartResponse``,
