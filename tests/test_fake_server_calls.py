@@ -20,7 +20,7 @@ from trio_realtime.testing._raw_client import open_raw_client
 
 
 def rest_client(server: FakeRealtimeServer, key: str = "sk-test") -> AsyncOpenAI:
-    return AsyncOpenAI(api_key=key, base_url=f"http://127.0.0.1:{server.port}/v1", max_retries=0)
+    return AsyncOpenAI(api_key=key, base_url=server.rest_base_url, max_retries=0)
 
 
 async def refused_sideband(port: int, path: str) -> tuple[int, dict[str, Any]]:
@@ -216,6 +216,8 @@ async def test_sidebands_share_the_calls_conversation_and_errors_go_to_their_sen
     with trio.fail_after(10):
         async with open_fake_server() as server:
             call = await accepted_call(server)
+            url = f"ws://127.0.0.1:{server.port}/v1/realtime?call_id={call.call_id}"
+            assert server.sideband_url(call) == server.sideband_url(call.call_id) == url
             path = f"/v1/realtime?call_id={call.call_id}"
             async with (
                 open_raw_client(server.port, path) as a,

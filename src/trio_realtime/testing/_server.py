@@ -103,6 +103,19 @@ class FakeRealtimeServer:
         """
         return f"ws://{_HOST}:{self.port}/v1/realtime?model={self.model}"
 
+    @property
+    def rest_base_url(self) -> str:
+        """The base URL of the REST API on this server (``http://127.0.0.1:<port>/v1``), for
+        ``AsyncOpenAI(base_url=...)``: call control is served on the WebSocket's port."""
+        return f"http://{_HOST}:{self.port}/v1"
+
+    def sideband_url(self, call: FakeCall | str) -> str:
+        """The URL a sideband attaches to ``call`` (or a call id) with:
+        ``ws://127.0.0.1:<port>/v1/realtime?call_id=<id>`` (no model: the call has its
+        session)."""
+        call_id = call if isinstance(call, str) else call.call_id
+        return f"ws://{_HOST}:{self.port}/v1/realtime?call_id={call_id}"
+
     def statistics(self) -> ServerStatistics:
         stats = self._shared.stats
         return ServerStatistics(
