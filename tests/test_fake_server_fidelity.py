@@ -97,6 +97,8 @@ EXPECTED_ERROR_CODES = {
     "cannot_update_voice",
     "invalid_api_key",
     "session_expired",
+    "string_above_max_length",
+    "object_above_max_properties",
 }
 EXPECTED_STATUSES = {"in_progress", "completed", "cancelled", "failed", "incomplete"}
 
@@ -301,6 +303,10 @@ async def _newer_scenarios(dialect: Dialect, server: FakeRealtimeServer, client:
     await client.recv_until("response.done")
     server.behavior.interrupted_status = "cancelled"
 
+    # Interruptions: truncate and retrieve an item still streaming (at real-time pace), delete
+    # one, an out-of-band response beside the in-band one through a voice-activity interruption.
+    await _interruptions(dialect, server, client)
+
     # The idle timeout (GA): the server starts a response by itself.
     if ga:
         idle = {"audio": {"input": {"turn_detection": {"idle_timeout_ms": 5000}}}}
@@ -309,6 +315,38 @@ async def _newer_scenarios(dialect: Dialect, server: FakeRealtimeServer, client:
         await client.recv_until("response.done")
         off = {"audio": {"input": {"turn_detection": None}}}
         assert (await update(off))["type"] == "session.updated"
+
+
+async def _interruptions(dialect: Dialect, server: FakeRealtimeServer, client: RawClient) -> None:
+    behavior = server.behavior
+    behavior.audio_pace, behavior.audio_chunk_ms = 1.0, 40
+    audio_delta = "response.output_audio.delta" if dialect == "ga" else "response.audio.delta"
+    await client.send(
+        {"type": "response.create", "response": {"metadata": {"script": "long_audio"}}}
+    )
+    item_id = (await client.recv_until(audio_delta))[-1]["item_id"]
+    await client.send({"type": "conversation.item.retrieve", "item_id": item_id})
+    await client.recv_until("conversation.item.retrieved")
+    truncate = {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0}
+    await client.send({**truncate, "audio_end_ms": 40})
+    await client.recv_until("conversation.item.truncated")
+    await client.send({"type": "conversation.item.delete", "item_id": item_id})
+    await client.recv_until("conversation.item.deleted")
+    await client.send({"type": "response.create", "response": {"conversation": "none"}})
+    await client.recv_until("response.created")
+    await server.start_response(SCRIPTS["text"], interrupt=True)
+    await client.recv_until("response.done")  # the in-band one, interrupted
+    await client.recv_until("response.done")  # the out-of-band one, finished
+    await client.recv_until("response.done")  # the voice-activity one
+    behavior.audio_pace = behavior.audio_chunk_ms = None
+    # Bodies the service refuses.
+    await client.send({"type": "response.create", "response": {"metadata": {"k": "v" * 513}}})
+    await client.recv_until("error")
+    many = {f"k{i}": "v" for i in range(17)}
+    await client.send({"type": "response.create", "response": {"metadata": many}})
+    await client.recv_until("error")
+    await client.send({"type": "response.create", "response": {"bogus": 1}})
+    await client.recv_until("error")
 
 
 def validate(dialect: Dialect, event: dict[str, Any]) -> pydantic.BaseModel:
@@ -358,7 +396,8 @@ async def test_every_emitted_event_is_valid(
         for e in events
         if e["type"] == "response.output_item.done" and e["item"]["status"] == "incomplete"
     ]
-    assert sorted(incomplete_items) == ["function_call", "message", "message"]
+    # Cancelled midway: a long call, long audio, the VAD interruption, the barge-in.
+    assert sorted(incomplete_items) == ["function_call", "message", "message", "message"]
 
 
 @pytest.mark.parametrize("dialect", ["ga", "beta"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from xml.etree import ElementTree
+
 import pytest
 import trio
 
@@ -54,3 +56,47 @@ def test_plugin_without_pytest_trio_says_so(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:trio")
     result.assert_outcomes(passed=1, errors=2)
     result.stdout.fnmatch_lines(["*pytest-trio is not active*pip install pytest-trio*"])
+
+
+MANY_USES = """
+async def test_first(realtime_server):
+    pass
+
+def test_second(realtime_server):
+    pass
+
+async def test_third(realtime_server_beta):
+    pass
+
+async def test_fourth(realtime_server):
+    pass
+
+def test_on_the_fly(request):
+    request.getfixturevalue("realtime_server")
+
+def test_on_the_fly_again(request):
+    request.getfixturevalue("realtime_server")
+"""
+
+
+@pytest.mark.parametrize("trio_plugin", ["on", "off"])
+def test_every_test_using_the_fixture_gets_the_hint(
+    pytester: pytest.Pytester, trio_plugin: str
+) -> None:
+    pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    pytester.makepyfile(MANY_USES)
+    options = ["-p", "no:cacheprovider", "--junitxml=report.xml"]
+    if trio_plugin == "off":
+        options += ["-p", "no:trio"]
+    result = pytester.runpytest_subprocess(*options)
+    result.assert_outcomes(errors=4, failed=2)
+    cases = ElementTree.parse(pytester.path / "report.xml").getroot().iter("testcase")
+    messages = {
+        case.get("name"): [problem.get("message", "") for problem in case] for case in cases
+    }
+    assert len(messages) == 6
+    for name, problems in messages.items():
+        assert len(problems) == 1, (name, problems)
+        assert "fixture cannot run" in problems[0], (name, problems)
+        assert "trio_mode = true" in problems[0]
+    assert "_finalizers" not in result.stdout.str()

@@ -1,5 +1,8 @@
 """The Realtime service's rules, as the fake server enforces them: plain data, no I/O.
 
+(Long on purpose: the service's rules for one connection are read in one place, top-down, in
+the order of the prose below; calls have their own module, ``_calls.py``.)
+
 No sockets, no Trio and no clock here: the connection (``_server.py``) feeds what happened in
 and acts on what comes back; times are passed in as arguments. Each client event goes through
 ``ConnectionModel.receive()``, which returns actions (``Send``, ``Refuse``, ``StartResponse``,
@@ -28,14 +31,23 @@ and acts on what comes back; times are passed in as arguments. Each client event
    audio and response output items are appended as they open. An item can be deleted,
    retrieved (``conversation.item.retrieved``) and, for assistant audio, truncated
    (``conversation.item.truncated``: the audio is cut at ``audio_end_ms`` and the transcript
-   removed). An unknown id is ``item_not_found``; truncating anything but assistant audio, or
-   past the end of the audio, is ``invalid_value``.
+   removed, for good). An unknown id is ``item_not_found``; truncating anything but assistant
+   audio (a user item, text, a function call, or an audio message before its first audio
+   delta) is ``invalid_value`` "Only model output audio messages can be truncated"; past the
+   end of the audio it is ``invalid_value`` "Audio content of Xms is already shorter than
+   Yms". An item still streaming is truncatable up to the audio generated so far.
 4. **Responses.** Only one in-band response may be active at a time: it holds the
    conversation from ``response.create`` until its ``response.done``; a second in-band
    request is rejected with ``conversation_already_has_active_response``. Out-of-band
    responses (``conversation: "none"``) do not take the conversation. A cancel finds only a
    response that was created, is not done and is not already being cancelled; otherwise
-   ``response_cancel_not_active``.
+   ``response_cancel_not_active``. The body of ``response.create`` is checked before
+   anything starts, as the service does, and answered with an error naming the create's
+   ``event_id``: an unknown field is ``unknown_parameter``, a wrong JSON type
+   ``invalid_type``, a value outside its set ``invalid_value``, too many or too long
+   ``metadata`` pairs ``object_above_max_properties`` / ``string_above_max_length``
+   (``param`` names the field: ``response.instructions``...). Null fields are left to the
+   session.
 5. **Expiry.** A session that reaches its maximum duration gets the ``session_expired``
    error ("Your session hit the maximum duration of N minutes."), then a close with code 1001
    and that sentence as the reason.
@@ -181,6 +193,36 @@ def _masked(key: str) -> str:
     return "*" * max(len(key) - 4, 0) + key[-4:]
 
 
+def invalid_url(method: str, path: str) -> str:
+    """The body of a 404 for a path the service does not serve."""
+    detail = {"message": f"Invalid URL ({method} {path})", "type": "invalid_request_error"}
+    return json.dumps({"error": {**detail, "param": None, "code": None}})
+
+
+def invalid_key_body(key: str | None) -> str:
+    """The body of a REST request refused for its key (HTTP 401)."""
+    if key is None:
+        message, code = "Missing bearer or basic authentication in header", None
+    else:
+        message = (
+            f"Incorrect API key provided: {_masked(key)}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys."
+        )
+        code = "invalid_api_key"
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    return json.dumps({"error": error})
+
+
+def invalid_json_body(detail: str) -> str:
+    error = {
+        "message": f"We could not parse the JSON body of your request: {detail}",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+    return json.dumps({"error": error})
+
+
 def check_connect(
     path: str,
     headers: Iterable[tuple[bytes, bytes]],
@@ -192,8 +234,7 @@ def check_connect(
     bare = path.split("?", 1)[0]
     owner = REALTIME_PATHS.get(bare.rstrip("/") or "/")
     if owner is None:
-        detail = {"message": f"Invalid URL (GET {bare})", "type": "invalid_request_error"}
-        return HandshakeRefusal(404, json.dumps({"error": {**detail, "param": None, "code": None}}))
+        return HandshakeRefusal(404, invalid_url("GET", bare))
     key = api_key_of(headers)
     accepted = None if accepted_api_keys is None else frozenset(accepted_api_keys)
     refused = key in frozenset(invalid_api_keys) or (accepted is not None and key not in accepted)
@@ -428,6 +469,115 @@ BETA_SCHEMA = _Object(
 _KEPT = ("model",)
 
 
+# -- the body of response.create (rule 4) ------------------------------------------------------
+
+
+def _objects(value: Any, param: str) -> Rejection | None:
+    """An array of objects (``input`` items, ``tools``)."""
+    if not isinstance(value, list):
+        return _invalid_type(param, "an array", value)
+    for index, element in enumerate(value):
+        if not isinstance(element, Mapping):
+            return _invalid_type(f"{param}[{index}]", "an object", element)
+    return None
+
+
+def _object(value: Any, param: str) -> Rejection | None:
+    return None if isinstance(value, Mapping) else _invalid_type(param, "an object", value)
+
+
+def _tool_choice(value: Any, param: str) -> Rejection | None:
+    if isinstance(value, Mapping):
+        return None
+    return _one_of("none", "auto", "required")(value, param)
+
+
+#: At most 16 pairs; keys at most 64 characters, values strings of at most 512.
+_METADATA_PAIRS, _METADATA_KEY_LENGTH, _METADATA_VALUE_LENGTH = 16, 64, 512
+
+
+def _metadata(value: Any, param: str) -> Rejection | None:
+    if not isinstance(value, Mapping):
+        return _invalid_type(param, "an object", value)
+    if len(value) > _METADATA_PAIRS:
+        return Rejection(
+            "object_above_max_properties",
+            f"Invalid '{param}': too many properties. Expected an object with at most "
+            f"{_METADATA_PAIRS} properties, but got an object with {len(value)} properties "
+            "instead.",
+            param,
+        )
+    for key, item in value.items():
+        if len(key) > _METADATA_KEY_LENGTH:
+            return Rejection(
+                "string_above_max_length",
+                f"Invalid property name in '{param}': '{key}' is too long. Expected a string "
+                f"with maximum length {_METADATA_KEY_LENGTH}, but got a string with length "
+                f"{len(key)} instead.",
+                param,
+            )
+        if not isinstance(item, str):
+            return _invalid_type(f"{param}.{key}", "a string", item)
+        if len(item) > _METADATA_VALUE_LENGTH:
+            return Rejection(
+                "string_above_max_length",
+                f"Invalid '{param}.{key}': string too long. Expected a string with maximum "
+                f"length {_METADATA_VALUE_LENGTH}, but got a string with length {len(item)} "
+                "instead.",
+                f"{param}.{key}",
+            )
+    return None
+
+
+_RESPONSE_COMMON: Mapping[str, _Node] = {
+    # The API documents "auto" and "none" only (the typed models allow any string).
+    "conversation": _one_of("auto", "none"),
+    "input": _objects,
+    "instructions": _string,
+    "metadata": _metadata,
+    "tools": _objects,
+}
+GA_RESPONSE_SCHEMA = _Object(
+    {
+        **_RESPONSE_COMMON,
+        "audio": _Object({"output": _Object({"format": _ga_format, "voice": _voice})}),
+        "max_output_tokens": _max_tokens,
+        "output_modalities": _modalities,
+        "parallel_tool_calls": _boolean,
+        "prompt": _object,
+        "reasoning": _object,
+        "tool_choice": _tool_choice,
+    }
+)
+BETA_RESPONSE_SCHEMA = _Object(
+    {
+        **_RESPONSE_COMMON,
+        "max_response_output_tokens": _max_tokens,
+        "modalities": _modalities,
+        "output_audio_format": _BETA_FORMAT,
+        "temperature": _number(0.6, 1.2),
+        "tool_choice": _string,
+        "voice": _one_of(*VOICES),
+    }
+)
+
+
+def check_response_body(dialect: Dialect, body: Any) -> Rejection | None:
+    """Whether the ``response`` of a ``response.create`` is one the service takes: None, or
+    the rejection (``unknown_parameter``, ``invalid_type``, ``invalid_value``... with
+    ``param`` naming the field as ``response.<path>``). Absent and null fields are left to
+    the session."""
+    if not isinstance(body, Mapping):
+        return _invalid_type("response", "an object", body)
+    schema = GA_RESPONSE_SCHEMA if dialect == "ga" else BETA_RESPONSE_SCHEMA
+    given = {key: value for key, value in body.items() if value is not None}
+    try:
+        _merge(schema, {}, given, "response")
+    except _Refused as refused:
+        return refused.rejection
+    return None
+
+
 class _Refused(Exception):
     def __init__(self, rejection: Rejection) -> None:
         self.rejection = rejection
@@ -567,10 +717,13 @@ def _voice_of(dialect: Dialect, session: Mapping[str, Any]) -> Any:
 @attrs.define(eq=False)
 class Conversation:
     """The items of the default conversation, in order, and the audio length of each
-    assistant audio item (milliseconds)."""
+    assistant audio item (milliseconds; while it streams, the audio generated so far).
+    ``truncated`` holds where each truncated item was cut: it stays cut (audio and transcript)
+    even if its response goes on streaming."""
 
     items: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     audio_ms: dict[str, int] = attrs.field(factory=dict)
+    truncated: dict[str, int] = attrs.field(factory=dict)
 
     @property
     def last_id(self) -> str | None:
@@ -618,13 +771,17 @@ class Conversation:
         stream.new_items.clear()
         for item_id, ms in stream.audio_ms.items():
             if item_id in self.items:
-                self.audio_ms[item_id] = ms
+                cut = self.truncated.get(item_id)
+                self.audio_ms[item_id] = ms if cut is None else min(ms, cut)
+                if cut is not None:
+                    _cut_transcript(self.items[item_id])
 
     def delete(self, item_id: Any) -> Rejection | None:
         if not isinstance(item_id, str) or item_id not in self.items:
             return item_not_found(item_id)
         del self.items[item_id]
         self.audio_ms.pop(item_id, None)
+        self.truncated.pop(item_id, None)
         return None
 
     def retrieve(self, item_id: Any) -> dict[str, Any] | Rejection:
@@ -664,11 +821,16 @@ class Conversation:
                 f"Audio content of {length}ms is already shorter than {audio_end_ms}ms",
                 "audio_end_ms",
             )
-        self.audio_ms[item_id] = audio_end_ms
-        part = content[content_index]
-        if isinstance(part, dict) and "transcript" in part:
-            part["transcript"] = ""
+        self.audio_ms[item_id] = self.truncated[item_id] = audio_end_ms
+        _cut_transcript(item)
         return None
+
+
+def _cut_transcript(item: dict[str, Any]) -> None:
+    """A truncated item keeps no transcript (the service removes it)."""
+    for part in item.get("content") or ():
+        if isinstance(part, dict) and part.get("transcript"):
+            part["transcript"] = ""
 
 
 # -- 4. responses ------------------------------------------------------------------------------
@@ -893,10 +1055,12 @@ class ConnectionModel:
         return []
 
     def _response_create(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
-        body = event.get("response", {})
-        if not isinstance(body, Mapping):
-            message = "Invalid type for 'response': expected an object."
-            return [Refuse(Rejection("invalid_type", message, "response"))]
+        body = event.get("response")
+        if body is None:
+            body = {}
+        rejection = check_response_body(self.dialect, body)
+        if rejection is not None:
+            return [Refuse(rejection)]
         in_band = body.get("conversation") != "none"
         rejection = self.slots.request(in_band=in_band, legacy_error=behavior.legacy_conflict_error)
         if rejection is not None:

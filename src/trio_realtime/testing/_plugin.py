@@ -25,19 +25,43 @@ _HOW = (
 )
 
 
+def _refusal(config: pytest.Config, node: pytest.Item | pytest.Collector, name: str) -> str | None:
+    """Why fixture ``name`` cannot run for ``node`` (None: it can)."""
+    if not config.pluginmanager.hasplugin("trio"):
+        why = "pytest-trio is not active"
+    elif node.get_closest_marker("trio") is None:
+        why = "it is used by a test that is not a Trio test"
+    else:
+        return None
+    return f"The {name} fixture cannot run: {why}; {_HOW}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Refuse a test that uses our fixtures where pytest-trio cannot run them, before any of
+    its fixtures is set up (as pytest's own skip marks do): every such test gets the plain
+    message, not only the first."""
+    for name in sorted(_FIXTURES.intersection(getattr(item, "fixturenames", ()))):
+        if (message := _refusal(item.config, item, name)) is not None:
+            pytest.fail(message, pytrace=False)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> None:
-    """Refuse our fixtures, with a plain message, where pytest-trio cannot run them."""
+    """The same refusal for a fixture requested on the fly (``request.getfixturevalue``)."""
     name = fixturedef.argname
     if name not in _FIXTURES:
         return
-    if not request.config.pluginmanager.hasplugin("trio"):
-        why = "pytest-trio is not active"
-    elif request.node.get_closest_marker("trio") is None:
-        why = "it is used by a test that is not a Trio test"
-    else:
+    message = _refusal(request.config, request.node, name)
+    if message is None:
         return
-    pytest.fail(f"The {name} fixture cannot run: {why}; {_HOW}", pytrace=False)
+    try:
+        pytest.fail(message, pytrace=False)
+    except pytest.fail.Exception as exc:
+        # Cache the failure as pytest does for a fixture that raised, so that the fixture
+        # is torn down and the next test that requests it gets this message too.
+        fixturedef.cached_result = (None, fixturedef.cache_key(request), (exc, exc.__traceback__))
+        raise
 
 
 @pytest.fixture

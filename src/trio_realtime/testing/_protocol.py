@@ -357,7 +357,11 @@ class ResponseStream:
     An audio message is split into ``audio_items`` items, as newer models do; with
     ``overlap_audio_items`` each next item opens and streams its first deltas before the
     previous one is closed. ``new_items`` collects in-band items as they open (the connection
-    moves them into the conversation); ``audio_ms`` the audio length of each audio item.
+    moves them into the conversation); ``audio_ms`` the audio length of each audio item, from
+    its first audio delta on (the audio generated so far while it streams).
+
+    A message holds its content part from ``response.content_part.added`` on (its events show
+    the item as it was when they were made), so an item still streaming can be truncated.
     """
 
     dialect: Dialect
@@ -370,6 +374,8 @@ class ResponseStream:
     audio_format: AudioFormat = PCM16
     audio_items: int = 1
     overlap_audio_items: bool = False
+    #: Bytes of audio per audio delta; None: the Script's ``audio_chunk_size``.
+    audio_chunk_bytes: int | None = None
     output: list[dict[str, Any]] = attrs.field(factory=list, init=False)
     new_items: list[dict[str, Any]] = attrs.field(factory=list, init=False)
     audio_ms: dict[str, int] = attrs.field(factory=dict, init=False)
@@ -440,7 +446,7 @@ class ResponseStream:
         return state, events
 
     def _open_message(self, part: dict[str, Any]) -> tuple[_OpenItem, list[Event]]:
-        item = {
+        item: dict[str, Any] = {
             "id": self.ids.new("item"),
             "object": "realtime.item",
             "type": "message",
@@ -450,6 +456,11 @@ class ResponseStream:
         }
         state, events = self._open_item(item)
         state.part = part
+        # The part is in the item from now on (a new list: the events above keep the old one).
+        if part["type"] == "text":
+            item["content"] = [{"type": self.names.text_content, "text": ""}]
+        else:
+            item["content"] = [{"type": self.names.audio_content, "transcript": ""}]
         events.append(
             {
                 "type": "response.content_part.added",
@@ -513,13 +524,10 @@ class ResponseStream:
     ) -> Iterator[tuple[Event, bool]]:
         script = self.script
         names = self.names
-        audio_chunks = [
-            audio[i : i + script.audio_chunk_size]
-            for i in range(0, len(audio), script.audio_chunk_size)
-        ]
+        size = self.audio_chunk_bytes or script.audio_chunk_size
+        audio_chunks = [audio[i : i + size] for i in range(0, len(audio), size)]
         text_chunks = _chunks(transcript, script.chunk_size)
         item_id = state.item["id"]
-        self.audio_ms.setdefault(item_id, 0)
         item_bytes = 0
         for index in range(max(len(audio_chunks), len(text_chunks))):
             if index < len(text_chunks):

@@ -139,6 +139,29 @@ class Behavior:
     """With ``audio_items`` > 1: each next item opens and streams its first deltas before the
     previous item's ``*.done`` events (seen with newer models).
     """
+    close_sidebands_after: float | None = None
+    """Seconds after which each sideband of a call is closed cleanly (code 1000, as a proxy
+    restart does) while the call goes on; None: never. ``close()`` on a sideband does it at
+    once.
+    """
+    audio_pace: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
+    """None: audio deltas go out as fast as the connection takes them. A number: audio streams
+    at that multiple of real time, as the service generates speech: after each audio delta
+    the response waits the delta's duration divided by ``audio_pace`` (1.0: real time). A
+    test can then interrupt mid-reply; the audio the server counts as generated (what
+    ``conversation.item.truncate`` may keep) is the audio it has sent so far.
+    """
+    audio_chunk_ms: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
+    """Milliseconds of audio in each audio delta, in the response's output format: PCM16 24 kHz
+    is 48 bytes a millisecond, G.711 (μ-law, A-law) 8 kHz is 8. The format follows the session
+    (``audio.output.format`` / ``output_audio_format``) or the ``response.create`` body; the
+    default script speaks 10 ms a character of its text. None: the Script's
+    ``audio_chunk_size`` bytes.
+    """
 
 
 def default_script(

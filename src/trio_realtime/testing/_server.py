@@ -1,52 +1,45 @@
 """A fake OpenAI Realtime server on 127.0.0.1, for tests: the real protocol over a real
 WebSocket, scripted responses, and knobs (``Behavior``) for the server's quirks and faults.
 
-The service's rules live in ``_model.py`` (plain data, no I/O); this module is the Trio shell
-around them. Shape: ``open_fake_server()`` owns a nursery running the trio-websocket listener.
-Each accepted WebSocket is a ``FakeConnection`` (one conversation) with its own nursery: one
-reader task that hands client events to the model and sends what it answers, one writer task
-that owns ``send_message``, one task per response, and timers (session expiry, drops, idle
-timeout). Every send goes through an unbounded channel to the writer, synchronously, so a
-response task can be cancelled at any ``await`` without ever leaving half an event behind.
+The service's rules live in ``_model.py`` and ``_calls.py`` (plain data, no I/O); each
+connection's Trio shell is ``_connection.py``. Shape: ``open_fake_server()`` owns a nursery
+running a TCP listener; each stream goes through the front door (``_http.py``): a WebSocket
+handshake becomes a ``FakeConnection``, anything else is REST call control.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import time
 import types
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Literal
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketRequest,
+    wrap_server_stream,
+)
 
 from .._util import unwrap_lone_exception
+from . import _calls as calls
+from . import _http as http
 from . import _model as rules
-from . import _protocol as proto
-from ._audio import AudioFormat
-from ._ids import IdFactory
-from ._model import ConnectionModel, Rejection
-from ._protocol import Dialect, Event, ResponseStream
-from ._script import Behavior, Script, default_script
+from ._calls import FakeCall
+from ._connection import FakeConnection, _Close, _count, _nth, _Shared
+from ._protocol import Dialect
+from ._script import Behavior, Script
 
 logger = logging.getLogger(__name__)
 
 _HOST = "127.0.0.1"
 #: Largest client frame accepted: the API allows 15 MiB of audio per append event.
 _MAX_MESSAGE_SIZE = 16 * 2**20
-#: Seconds a server-initiated close waits for the client's closing handshake.
-_CLOSE_TIMEOUT = 2.0
-#: Response statuses ``finish_response`` accepts.
-_FINAL_STATUSES = frozenset({"completed", "cancelled", "failed", "incomplete"})
-#: ``expires_at`` of a session without ``Behavior.session_duration`` (OpenAI's 60 minutes).
-_DEFAULT_SESSION_SECONDS = 3600
+#: Seconds a client has, once connected, to send its opening handshake.
+_HANDSHAKE_TIMEOUT = 60.0
 
 
 @attrs.frozen
@@ -73,664 +66,6 @@ class ServerStatistics:
     connections_refused: int = 0
 
 
-@attrs.frozen
-class _Close:
-    code: int
-    reason: str
-
-
-@attrs.frozen
-class _Abort:
-    pass
-
-
-_Outgoing = str | bytes | _Close | _Abort
-
-
-@attrs.define(eq=False)
-class _Response:
-    """The Trio side of one response: its task's controls. Its rules are in the model."""
-
-    id: str
-    in_band: bool
-    script: Script
-    metadata: Mapping[str, Any] | None
-    server_started: bool
-    #: withhold_created: run on the server, send nothing.
-    silent: bool
-    modalities: list[str]
-    voice: Any
-    audio_format: AudioFormat
-    cancel_reason: str | None = None
-    finish_status: str | None = None
-    cancel_scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
-    finish_requested: trio.Event = attrs.Factory(trio.Event)
-    done: trio.Event = attrs.Factory(trio.Event)
-
-
-@attrs.define(eq=False)
-class _Stats:
-    connections: int = 0
-    connections_refused: int = 0
-    responses_created: int = 0
-    done_by_status: Counter[str] = attrs.Factory(Counter)
-    server_started: int = 0
-    rejections_sent: int = 0
-    cancels_received: int = 0
-    max_in_band_active: int = 0
-    max_out_of_band_active: int = 0
-
-
-@attrs.define(eq=False)
-class _Notifier:
-    """Wakes every waiter whenever something was recorded."""
-
-    _event: trio.Event = attrs.Factory(trio.Event)
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        if predicate():
-            await trio.lowlevel.checkpoint()
-            return
-        while not predicate():
-            await self._event.wait()
-
-
-@attrs.define(eq=False)
-class _Shared:
-    """What a server shares with its connections (instead of its private members)."""
-
-    dialect: Dialect
-    model: str
-    behavior: Callable[[], Behavior]
-    received: list[dict[str, Any]]
-    ids: IdFactory = attrs.Factory(IdFactory)
-    stats: _Stats = attrs.Factory(_Stats)
-    notifier: _Notifier = attrs.Factory(_Notifier)
-
-
-@attrs.define(eq=False)
-class FakeConnection:
-    """One accepted WebSocket: one conversation. Created by the server, never by users.
-
-    ``received`` holds the client events (parsed JSON objects) in order; ``sent`` the server
-    events in the order they were queued for the wire (injected ones included).
-    ``request_path`` and ``request_headers`` are those of the opening handshake.
-    """
-
-    _shared: _Shared
-    _ws: WebSocketConnection
-    request_path: str
-    request_headers: list[tuple[bytes, bytes]]
-    _refusal: rules.SessionRefusal | None = None
-    received: list[dict[str, Any]] = attrs.field(factory=list, init=False)
-    sent: list[dict[str, Any]] = attrs.field(factory=list, init=False)
-    conversation_id: str = attrs.field(default="", init=False)
-    _model: ConnectionModel | None = attrs.field(default=None, init=False)
-    _responses: dict[str, _Response] = attrs.field(factory=dict, init=False)
-    _send_channel: trio.MemorySendChannel[_Outgoing] | None = attrs.field(default=None, init=False)
-    _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
-    _reading: trio.Event = attrs.field(factory=trio.Event, init=False)
-    _closed: trio.Event = attrs.field(factory=trio.Event, init=False)
-    #: Replaced on everything that restarts the idle timeout.
-    _activity: trio.Event = attrs.field(factory=trio.Event, init=False)
-    #: Set when the reader has stopped: no new response may start from then on.
-    _ending: bool = attrs.field(default=False, init=False)
-
-    @property
-    def dialect(self) -> Dialect:
-        return self._shared.dialect
-
-    @property
-    def is_open(self) -> bool:
-        return not self._closed.is_set()
-
-    @property
-    def session(self) -> dict[str, Any]:
-        """The session configuration as the server holds it (what ``session.updated`` says)."""
-        return {} if self._model is None else self._model.session.value
-
-    @property
-    def _behavior(self) -> Behavior:
-        return self._shared.behavior()
-
-    @property
-    def _state(self) -> ConnectionModel:
-        assert self._model is not None, "the connection has not started"
-        return self._model
-
-    # -- public: observing ------------------------------------------------------------
-
-    def active_response_ids(self) -> list[str]:
-        """Ids of this conversation's responses that were created and are not done."""
-        if self._model is None:
-            return []
-        return [rid for rid in self._responses if rid in self._model.slots.created]
-
-    def response_ids(self) -> list[str]:
-        """Ids of every response of this conversation, done or not, in start order."""
-        return list(self._responses)
-
-    def item_ids(self) -> list[str]:
-        """Ids of the conversation's items, in order (deleted ones left out)."""
-        return [] if self._model is None else list(self._model.conversation.items)
-
-    def sent_types(self) -> list[str]:
-        return [str(event.get("type")) for event in self.sent]
-
-    async def wait_for_client_event(self, type: str, *, count: int = 1) -> dict[str, Any]:
-        """Wait until ``count`` client events of ``type`` arrived on this connection; return
-        the ``count``-th. Cancel-safe. Raises ``trio.BrokenResourceError`` if the connection
-        ends first."""
-        await self._shared.notifier.wait_until(
-            lambda: _count(self.received, type) >= count or self._closed.is_set()
-        )
-        return _nth(self.received, type, count)
-
-    async def wait_for_server_event(self, type: str, *, count: int = 1) -> dict[str, Any]:
-        """Wait until ``count`` server events of ``type`` were queued on this connection; return
-        the ``count``-th. Cancel-safe. Raises ``trio.BrokenResourceError`` if the connection
-        ends first."""
-        await self._shared.notifier.wait_until(
-            lambda: _count(self.sent, type) >= count or self._closed.is_set()
-        )
-        return _nth(self.sent, type, count)
-
-    async def wait_closed(self) -> None:
-        """Wait until the connection has ended, whoever ended it."""
-        await self._closed.wait()
-
-    # -- public: acting ---------------------------------------------------------------
-
-    async def send_event(self, event: Mapping[str, Any]) -> None:
-        """Queue any event, exactly as given (no ``event_id`` added)."""
-        self._push_event(dict(event))
-        await trio.lowlevel.checkpoint()
-
-    async def send_raw(self, data: str | bytes) -> None:
-        """Queue a raw text (str) or binary (bytes) frame: malformed JSON, huge frames..."""
-        self._push(data)
-        await trio.lowlevel.checkpoint()
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the WebSocket after the events queued so far were sent, and wait until the
-        connection has ended (at most a couple of seconds for the client's handshake)."""
-        self._push(_Close(code, reason))
-        await self._closed.wait()
-
-    async def abort(self) -> None:
-        """Drop the TCP connection at once, without a closing handshake (queued events are
-        sent first; the client sees 1006). Waits until the connection has ended."""
-        self._push(_Abort())
-        await self._closed.wait()
-
-    def stop_reading(self) -> None:
-        """Stop reading client frames (they pile up in the socket buffers)."""
-        self._reading = trio.Event()
-
-    def resume_reading(self) -> None:
-        """Read client frames again, starting with those that piled up."""
-        self._reading.set()
-
-    async def start_response(
-        self,
-        script: Script | None = None,
-        *,
-        interrupt: bool = False,
-        vad_events: bool = True,
-        idle_timeout: bool = False,
-    ) -> str:
-        """Start an in-band response as voice activity detection does (no metadata).
-
-        With ``vad_events``, first send ``input_audio_buffer.speech_started``; if an in-band
-        response is active, cancel it when ``interrupt`` (``response.done`` with
-        ``Behavior.interrupted_status``, reason ``turn_detected``); then wait until the
-        conversation is free, send ``speech_stopped``, ``committed`` and the user item, and
-        start the response. With ``idle_timeout`` instead: wait until the conversation is
-        free, send ``input_audio_buffer.timeout_triggered``, ``committed`` and the user item,
-        and start the response (what the service does after ``idle_timeout_ms`` of silence;
-        GA only). Returns the new response id once it holds the conversation (not waiting for
-        ``response.created`` to be sent). Raises ``trio.BrokenResourceError`` if the
-        connection ends first.
-        """
-        if idle_timeout and self.dialect != "ga":
-            raise ValueError("the beta protocol has no idle timeout")
-        if self._model is None or self._ending:
-            raise trio.BrokenResourceError("the connection has ended")
-        slots = self._model.slots
-        item_id = self._shared.ids.new("item")
-        speech = vad_events and not idle_timeout
-        if speech:
-            self._emit(
-                {
-                    "type": "input_audio_buffer.speech_started",
-                    "audio_start_ms": 1000,
-                    "item_id": item_id,
-                }
-            )
-        if interrupt and (cancel := self._model.interrupt()) is not None:
-            self._cancel(cancel)
-        while slots.in_band is not None:
-            await self._responses[slots.in_band].done.wait()
-        if self._ending:
-            raise trio.BrokenResourceError("the connection has ended")
-        if idle_timeout:
-            self._emit(
-                {
-                    "type": "input_audio_buffer.timeout_triggered",
-                    "audio_start_ms": 2000,
-                    "audio_end_ms": 2000 + (self._model.session.idle_timeout_ms or 0),
-                    "item_id": item_id,
-                }
-            )
-        elif speech:
-            self._emit(
-                {
-                    "type": "input_audio_buffer.speech_stopped",
-                    "audio_end_ms": 2000,
-                    "item_id": item_id,
-                }
-            )
-        if speech or idle_timeout:
-            for event in self._model.commit_user_audio(item_id):
-                self._emit(event)
-        response = self._begin_response(
-            self._model.start_server_response(),
-            {},
-            script=script,
-            metadata=None,
-            in_band=True,
-            server_started=True,
-            silent=False,
-        )
-        self._shared.stats.server_started += 1
-        await trio.lowlevel.checkpoint()
-        return response.id
-
-    async def finish_response(
-        self, response_id: str | None = None, *, status: str = "completed"
-    ) -> None:
-        """Let a held response (``auto_finish=False`` or ``withhold_done``) stream its output
-        and send ``response.done`` with ``status``; wait until it is done.
-
-        Default: the active in-band response. Raises ``LookupError`` if there is none.
-        """
-        if status not in _FINAL_STATUSES:
-            raise ValueError(f"not a final response status: {status!r}")
-        if response_id is None:
-            in_band = None if self._model is None else self._model.slots.in_band
-            if in_band is None:
-                raise LookupError("no in-band response is active")
-            response_id = in_band
-        try:
-            response = self._responses[response_id]
-        except KeyError:
-            raise LookupError(f"unknown response {response_id!r}") from None
-        if response.finish_status is None:
-            response.finish_status = status
-        response.finish_requested.set()
-        await response.done.wait()
-
-    # -- sending -------------------------------------------------------------------------
-
-    def _push(self, data: _Outgoing) -> None:
-        if self._send_channel is None:
-            return
-        try:
-            self._send_channel.send_nowait(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            logger.debug("connection ended, dropping %r", type(data).__name__)
-
-    def _push_event(self, event: dict[str, Any]) -> None:
-        if self._closed.is_set():
-            return
-        data = json.dumps(event)
-        self.sent.append(json.loads(data))
-        self._shared.notifier.notify()
-        self._push(data)
-
-    def _emit(self, event: Event) -> None:
-        """Queue a server event with a fresh ``event_id``."""
-        self._push_event(
-            {"type": event["type"], "event_id": self._shared.ids.new("event"), **event}
-        )
-
-    def _reject(self, rejection: Rejection, cause: Mapping[str, Any] | None) -> None:
-        """Answer the client event ``cause`` with an error."""
-        client_event_id = None
-        if cause is not None and not self._behavior.null_error_event_id:
-            client_event_id = _event_id(cause)
-        self._emit(rejection.event(client_event_id))
-
-    def _poke(self) -> None:
-        """Something happened: the idle timeout starts again."""
-        self._activity.set()
-        self._activity = trio.Event()
-
-    # -- tasks ---------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        send_channel, receive_channel = trio.open_memory_channel[_Outgoing](math.inf)
-        self._send_channel = send_channel
-        self._reading.set()
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._writer, receive_channel)
-                self._greet()
-                behavior = self._behavior
-                if self._refusal is None:
-                    if behavior.session_duration is not None:
-                        nursery.start_soon(self._expire, behavior.session_duration)
-                    if behavior.drop_after is not None:
-                        nursery.start_soon(self._drop, behavior.drop_after)
-                    nursery.start_soon(self._watch_idle)
-                try:
-                    await self._reader()
-                finally:
-                    self._ending = True
-                nursery.cancel_scope.cancel()
-        finally:
-            self._ending = True
-            self._closed.set()
-            send_channel.close()
-            self._shared.notifier.notify()
-            logger.debug("connection %s ended", self.conversation_id)
-
-    async def _writer(self, receive_channel: trio.MemoryReceiveChannel[_Outgoing]) -> None:
-        with receive_channel:
-            async for data in receive_channel:
-                try:
-                    if isinstance(data, _Close):
-                        with trio.move_on_after(_CLOSE_TIMEOUT):
-                            await self._ws.aclose(data.code, data.reason or None)
-                        break
-                    if isinstance(data, _Abort):
-                        await self._ws._close_stream()
-                        break
-                    await self._ws.send_message(data)
-                except ConnectionClosed:
-                    break
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
-
-    async def _reader(self) -> None:
-        while True:
-            await self._reading.wait()
-            try:
-                message = await self._ws.get_message()
-            except ConnectionClosed:
-                return
-            # stop_reading() may have been called while waiting for this message.
-            await self._reading.wait()
-            self._handle_message(message)
-
-    async def _expire(self, duration: float) -> None:
-        await trio.sleep(duration)
-        logger.debug("session %s expired", self.conversation_id)
-        self._emit(rules.expiry_error(duration).event(None))
-        self._push(_Close(rules.EXPIRY_CLOSE_CODE, rules.expiry_message(duration)))
-
-    async def _drop(self, delay: float) -> None:
-        await trio.sleep(delay)
-        logger.debug("dropping connection %s", self.conversation_id)
-        self._push(_Abort())
-
-    async def _watch_idle(self) -> None:
-        """Start a response after ``idle_timeout_ms`` of an idle conversation."""
-        while True:
-            activity = self._activity
-            timeout = self._state.session.idle_timeout_ms
-            if timeout is None or self._state.slots.in_band is not None:
-                await activity.wait()
-                continue
-            with trio.move_on_after(timeout / 1000):
-                await activity.wait()
-                continue
-            try:
-                await self.start_response(idle_timeout=True)
-            except trio.BrokenResourceError:
-                return
-
-    # -- client events -------------------------------------------------------------------
-
-    def _greet(self) -> None:
-        ids = self._shared.ids
-        self.conversation_id = ids.new("conv")
-        duration = self._behavior.session_duration
-        seconds = _DEFAULT_SESSION_SECONDS if duration is None else math.ceil(duration)
-        self._model = ConnectionModel.new(
-            self.dialect,
-            ids=ids,
-            model=self._shared.model,
-            expires_at=int(time.time()) + seconds,
-        )
-        if self._refusal is not None:
-            logger.debug("refusing the session: %s", self._refusal.error.code)
-            self._emit(self._refusal.error.event(None))
-            self._push(_Close(self._refusal.close_code, self._refusal.close_reason))
-            return
-        self._emit({"type": "session.created", "session": self.session})
-        if self.dialect == "beta":
-            self._emit(
-                {
-                    "type": "conversation.created",
-                    "conversation": {"id": self.conversation_id, "object": "realtime.conversation"},
-                }
-            )
-
-    def _handle_message(self, message: str | bytes) -> None:
-        try:
-            event = json.loads(message)
-        except (ValueError, UnicodeDecodeError) as exc:
-            logger.debug("invalid JSON from the client: %s", exc)
-            self._reject(rules.invalid_json(f"The server failed to parse the event: {exc}"), None)
-            return
-        if not isinstance(event, dict):
-            self._reject(rules.invalid_json("The event must be a JSON object."), None)
-            return
-        self.received.append(event)
-        self._shared.received.append(event)
-        self._shared.notifier.notify()
-        if self._refusal is not None:
-            return  # the session is being closed: nothing more is served
-        kind = event.get("type")
-        if kind == "response.cancel":
-            self._shared.stats.cancels_received += 1
-        for action in self._state.receive(event, self._behavior):
-            self._act(action, event)
-        if kind == "session.update":
-            self._poke()  # the idle timeout starts again, with the new setting
-
-    def _act(self, action: rules.Action, cause: Mapping[str, Any]) -> None:
-        """Do what the model said a client event (``cause``) calls for."""
-        if isinstance(action, rules.Send):
-            self._emit(action.event)
-        elif isinstance(action, rules.Refuse):
-            if action.conflict:
-                self._shared.stats.rejections_sent += 1
-            self._reject(action.rejection, cause)
-        elif isinstance(action, rules.StartResponse):
-            self._begin_response(
-                action.response_id,
-                action.body,
-                script=None,
-                metadata=action.metadata,
-                in_band=action.in_band,
-                server_started=False,
-                silent=self._behavior.withhold_created,
-            )
-        else:
-            self._cancel(action)
-
-    # -- responses -----------------------------------------------------------------------
-
-    def _cancel(self, cancel: rules.CancelResponse) -> None:
-        response = self._responses[cancel.response_id]
-        response.cancel_reason = cancel.reason
-        response.cancel_scope.cancel()
-
-    def _script_for(self, body: Mapping[str, Any], audio_format: AudioFormat) -> Script:
-        factory = self._behavior.script
-        if factory is not None:
-            return factory(body)
-        return default_script(
-            body, self._state.session.output_modalities, audio_format=audio_format
-        )
-
-    def _begin_response(
-        self,
-        response_id: str,
-        body: Mapping[str, Any],
-        *,
-        script: Script | None,
-        metadata: Mapping[str, Any] | None,
-        in_band: bool,
-        server_started: bool,
-        silent: bool,
-    ) -> _Response:
-        """Start the task of a response that holds its slot in the model already."""
-        stats = self._shared.stats
-        voice, audio_format = self._state.session.response_audio(body)
-        if script is None:
-            script = self._script_for(body, audio_format)
-        response = _Response(
-            id=response_id,
-            in_band=in_band,
-            script=script,
-            metadata=metadata,
-            server_started=server_started,
-            silent=silent,
-            modalities=["audio"] if script.audio is not None else ["text"],
-            voice=voice,
-            audio_format=audio_format,
-        )
-        slots = self._state.slots
-        self._responses[response.id] = response
-        if in_band:
-            stats.max_in_band_active = max(stats.max_in_band_active, 1)
-        else:
-            stats.max_out_of_band_active = max(stats.max_out_of_band_active, len(slots.out_of_band))
-        self._poke()
-        assert self._nursery is not None
-        self._nursery.start_soon(self._run_response, response, name=f"response {response.id}")
-        return response
-
-    def _emit_for(self, response: _Response, event: Event) -> None:
-        if not response.silent:
-            self._emit(event)
-
-    def _response_object(self, response: _Response, status: str, **kw: Any) -> dict[str, Any]:
-        return proto.response_object(
-            self.dialect,
-            response_id=response.id,
-            status=status,
-            conversation_id=self.conversation_id if response.in_band else None,
-            metadata=response.metadata,
-            modalities=response.modalities,
-            voice=response.voice,
-            audio_format=response.audio_format,
-            **kw,
-        )
-
-    async def _run_response(self, response: _Response) -> None:
-        state = self._state
-        behavior = self._behavior
-        stream = ResponseStream(
-            dialect=self.dialect,
-            response_id=response.id,
-            script=response.script,
-            ids=self._shared.ids,
-            in_band=response.in_band,
-            previous_item_id=state.conversation.last_id,
-            audio_format=response.audio_format,
-            audio_items=behavior.audio_items,
-            overlap_audio_items=behavior.overlap_audio_items,
-        )
-        stats = self._shared.stats
-        try:
-            with response.cancel_scope:
-                delay = behavior.created_delay
-                if not response.server_started and delay > 0:
-                    # Not created yet: response.cancel finds nothing active meanwhile.
-                    await trio.sleep(delay)
-                state.slots.mark_created(response.id)
-                stats.responses_created += 1
-                if not self._behavior.omit_response_created:
-                    self._emit_for(
-                        response,
-                        {
-                            "type": "response.created",
-                            "response": self._response_object(response, "in_progress"),
-                        },
-                    )
-                if self._behavior.send_rate_limits:
-                    self._emit_for(response, proto.rate_limits_event())
-                if not self._behavior.auto_finish:
-                    await response.finish_requested.wait()
-                for event, is_delta in stream.events():
-                    self._emit_for(response, event)
-                    state.conversation.take_from(stream)
-                    if is_delta and self._behavior.delta_delay > 0:
-                        await trio.sleep(self._behavior.delta_delay)
-                if self._behavior.withhold_done and not response.finish_requested.is_set():
-                    await response.finish_requested.wait()
-            if response.cancel_reason is not None:
-                # Cancelling takes the server a moment; the response holds the conversation
-                # until its response.done.
-                if self._behavior.cancel_delay > 0:
-                    await trio.sleep(self._behavior.cancel_delay)
-                status = "cancelled"
-                if response.cancel_reason == "turn_detected":
-                    status = self._behavior.interrupted_status
-                details = proto.status_details(status, reason=response.cancel_reason)
-            else:
-                status = response.finish_status or response.script.status
-                details = proto.status_details(status, override=response.script.status_details)
-            for event in stream.interrupt():
-                self._emit_for(response, event)
-            state.conversation.take_from(stream)
-            state.slots.finish(response.id)
-            stats.done_by_status[status] += 1
-            self._emit_for(
-                response,
-                {
-                    "type": "response.done",
-                    "response": self._response_object(
-                        response,
-                        status,
-                        output=stream.output,
-                        details=details,
-                        usage=stream.usage(),
-                    ),
-                },
-            )
-        finally:
-            state.slots.finish(response.id)
-            response.done.set()
-            self._poke()
-            self._shared.notifier.notify()
-
-
-def _event_id(event: Mapping[str, Any]) -> str | None:
-    value = event.get("event_id")
-    return value if isinstance(value, str) else None
-
-
-def _count(events: list[dict[str, Any]], type: str) -> int:
-    return sum(1 for event in events if event.get("type") == type)
-
-
-def _nth(events: list[dict[str, Any]], type: str, count: int) -> dict[str, Any]:
-    matching = [event for event in events if event.get("type") == type]
-    if len(matching) < count:
-        raise trio.BrokenResourceError(f"the connection ended before {count} {type!r} events")
-    return matching[count - 1]
-
-
 @attrs.define(eq=False)
 class FakeRealtimeServer:
     """A running fake server; made by ``open_fake_server()``.
@@ -745,6 +80,8 @@ class FakeRealtimeServer:
     port: int = attrs.field(default=0, init=False)
     received: list[dict[str, Any]] = attrs.field(factory=list, init=False)
     connections: list[FakeConnection] = attrs.field(factory=list, init=False)
+    calls: list[FakeCall] = attrs.field(factory=list, init=False)
+    _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     _shared: _Shared = attrs.field(init=False)
     _connections_handed_out: int = attrs.field(default=0, init=False)
 
@@ -765,6 +102,19 @@ class FakeRealtimeServer:
         ...&deployment=...``) are served too; any other path is refused with HTTP 404.
         """
         return f"ws://{_HOST}:{self.port}/v1/realtime?model={self.model}"
+
+    @property
+    def rest_base_url(self) -> str:
+        """The base URL of the REST API on this server (``http://127.0.0.1:<port>/v1``), for
+        ``AsyncOpenAI(base_url=...)``: call control is served on the WebSocket's port."""
+        return f"http://{_HOST}:{self.port}/v1"
+
+    def sideband_url(self, call: FakeCall | str) -> str:
+        """The URL a sideband attaches to ``call`` (or a call id) with:
+        ``ws://127.0.0.1:<port>/v1/realtime?call_id=<id>`` (no model: the call has its
+        session)."""
+        call_id = call if isinstance(call, str) else call.call_id
+        return f"ws://{_HOST}:{self.port}/v1/realtime?call_id={call_id}"
 
     def statistics(self) -> ServerStatistics:
         stats = self._shared.stats
@@ -832,6 +182,84 @@ class FakeRealtimeServer:
                 raise LookupError(f"unknown response {response_id!r}")
         await self._connection(connection).finish_response(response_id, status=status)
 
+    def incoming_call(
+        self, sip_headers: Mapping[str, str] | list[tuple[str, str]] | None = None
+    ) -> FakeCall:
+        """A caller's leg arrives (a SIP INVITE): a new ringing call. Returns it; its
+        ``webhook`` is the ``realtime.call.incoming`` event the service would send. GA only.
+        The application then accepts, rejects, refers or hangs up over REST, and attaches
+        sidebands by ``call_id`` once it is active (see ``_calls.py`` for the rules)."""
+        calls.check_dialect(self.dialect)
+        if sip_headers is None:
+            sip_headers = [
+                ("From", '"Caller" <sip:+15555550100@sip.example.com>;tag=1'),
+                ("To", "<sip:+15555550199@sip.api.openai.com>"),
+                ("Call-ID", "fake-call@sip.example.com"),
+            ]
+        pairs = tuple(sip_headers.items() if isinstance(sip_headers, Mapping) else sip_headers)
+        ids = self._shared.ids
+        model = calls.new_call(ids, pairs)
+        call = FakeCall(model, self._shared.notifier, model.webhook(ids.new("evt")))
+        self.calls.append(call)
+        self._shared.notifier.notify()
+        return call
+
+    def _call(self, call_id: str) -> FakeCall | None:
+        for call in self.calls:
+            if call.call_id == call_id:
+                return call
+        return None
+
+    async def _handle_rest(self, head: http.Request, stream: trio.SocketStream) -> None:
+        """One REST request: call control (``_calls.py``), or 404."""
+        route = calls.parse_control(head.target)
+        if head.method != "POST" or route is None or route[1] not in calls.VERBS:
+            path = head.target.split("?", 1)[0]
+            answer = calls.HttpAnswer(404, rules.invalid_url(head.method, path))
+        elif rules.check_connect("/v1/realtime", head.headers, **self._keys()) is not None:
+            answer = calls.HttpAnswer(401, rules.invalid_key_body(rules.api_key_of(head.headers)))
+        else:
+            call_id, verb = route
+            try:
+                body = await http.read_json_body(head, stream)
+            except ValueError as exc:
+                body, answer = None, calls.HttpAnswer(400, rules.invalid_json_body(str(exc)))
+            else:
+                call = self._call(call_id)
+                if call is None:
+                    answer = calls.call_not_found()
+                else:
+                    answer = call._model.control(verb, body, ids=self._shared.ids, model=self.model)
+                    call.requests.append((verb, body, answer.status))
+                    if answer.status == 200:
+                        self._call_moved(call)
+                    self._shared.notifier.notify()
+        logger.debug("REST %s %s: HTTP %d", head.method, head.target, answer.status)
+        await http.answer(head, stream, answer.status, answer.body)
+
+    def _call_moved(self, call: FakeCall) -> None:
+        """A call was accepted (its session starts) or ended (its session ends, its sidebands
+        are closed: code 1000)."""
+        if call.state == "active" and call.connection is None:
+            session = FakeConnection(
+                self._shared, None, None, request_path="", request_headers=[], call=call
+            )
+            call.connection = session
+            assert self._nursery is not None
+            self._nursery.start_soon(session._run_call_session, name=f"call {call.call_id}")
+        elif call.state == "ended":
+            for sideband in call.sidebands:
+                sideband._push(_Close(1000, "call ended"))
+            if call.connection is not None:
+                call.connection._call_ended.set()
+
+    def _keys(self) -> dict[str, Any]:
+        behavior = self.behavior
+        return {
+            "accepted_api_keys": behavior.accepted_api_keys,
+            "invalid_api_keys": behavior.invalid_api_keys,
+        }
+
     def _connection(self, connection: FakeConnection | None) -> FakeConnection:
         if connection is not None:
             return connection
@@ -840,14 +268,40 @@ class FakeRealtimeServer:
                 return candidate
         raise LookupError("no open connection")
 
-    async def _handle_request(self, request: WebSocketRequest) -> None:
-        behavior = self.behavior
-        decision = rules.check_connect(
-            request.path,
-            request.headers,
-            accepted_api_keys=behavior.accepted_api_keys,
-            invalid_api_keys=behavior.invalid_api_keys,
-        )
+    async def _serve_stream(self, stream: trio.SocketStream) -> None:
+        """One TCP connection: its WebSocket handshake, then its conversation. The stream
+        is ours, so ``abort()`` can drop it; it is closed when the connection ends."""
+        try:
+            async with trio.open_nursery() as nursery:  # the WebSocket's reader task
+                head = request = None
+                with trio.move_on_after(_HANDSHAKE_TIMEOUT):
+                    head = await http.read_request(stream)
+                    if head is not None and head.is_websocket:
+                        try:
+                            request = await wrap_server_stream(
+                                nursery,
+                                http.Replayed(stream, head.raw),
+                                max_message_size=_MAX_MESSAGE_SIZE,
+                            )
+                        except ConnectionClosed:
+                            logger.debug("the client left during its opening handshake")
+                if request is not None:
+                    await self._handle_request(request, stream)
+                elif head is not None and not head.is_websocket:
+                    await self._handle_rest(head, stream)
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _handle_request(self, request: WebSocketRequest, stream: trio.SocketStream) -> None:
+        decision = rules.check_connect(request.path, request.headers, **self._keys())
+        call = None
+        if decision is None and (call_id := calls.sideband_call_id(request.path)) is not None:
+            call = self._call(call_id)
+            if call is None or call.state != "active":
+                not_found = calls.call_not_found()
+                decision = rules.HandshakeRefusal(not_found.status, not_found.body)
         if isinstance(decision, rules.HandshakeRefusal):
             logger.debug("refusing the handshake for %s: HTTP %d", request.path, decision.status)
             self._shared.stats.connections_refused += 1
@@ -869,11 +323,15 @@ class FakeRealtimeServer:
         connection = FakeConnection(
             self._shared,
             ws,
+            stream,
             request_path=request.path,
             request_headers=list(request.headers),
             refusal=decision,
+            call=call,
         )
         self.connections.append(connection)
+        if call is not None:
+            call.sidebands.append(connection)
         self._shared.stats.connections += 1
         self._shared.notifier.notify()
         logger.debug("accepted a connection on %s", request.path)
@@ -886,8 +344,10 @@ async def open_fake_server(
     dialect: Literal["ga", "beta"] = "ga",
     behavior: Behavior | None = None,
     model: str = "gpt-realtime",
+    port: int = 0,
 ) -> AsyncIterator[FakeRealtimeServer]:
-    """Serve the fake Realtime API on 127.0.0.1 (a free port) for the duration of the block.
+    """Serve the fake Realtime API on 127.0.0.1 for the duration of the block, on ``port``
+    (default 0: a free port the system picks; ``server.port`` says which).
 
     Leaving the block drops every connection at once (no closing handshake) and ends every
     task the server started. An exception raised in the block comes out bare, not inside an
@@ -896,17 +356,11 @@ async def open_fake_server(
     server = FakeRealtimeServer(dialect=dialect, behavior=behavior or Behavior(), model=model)
     with unwrap_lone_exception():
         async with trio.open_nursery() as nursery:
-            ws_server = await nursery.start(
-                partial(
-                    serve_websocket,
-                    server._handle_request,
-                    _HOST,
-                    0,
-                    None,
-                    max_message_size=_MAX_MESSAGE_SIZE,
-                )
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, server._serve_stream, port, host=_HOST)
             )
-            server.port = ws_server.port
+            server.port = listeners[0].socket.getsockname()[1]
+            server._nursery = nursery
             logger.debug("fake Realtime server (%s) listening on %s", dialect, server.url)
             try:
                 yield server
