@@ -8,26 +8,27 @@ read after the buffered events raises :class:`EventBufferOverflow`. Memory stays
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any, Generic, NoReturn, TypeVar
 
 import trio
 
 from ._errors import EventBufferOverflow, RealtimeError, fresh
 
-__all__ = ["EventStream"]
+__all__ = ["BoundedStream", "EventStream"]
 
 Event = dict[str, Any]
+T = TypeVar("T")
 
 
-class EventStream:
-    """An async iterator of server events (dicts).
+class BoundedStream(Generic[T]):
+    """An async iterator of what the session hands out (server events, audio chunks).
 
     Iteration ends normally when the stream is finished; after an overflow, or when the
-    connection was lost, the buffered events are delivered first and then the error is raised.
+    connection was lost, the buffered items are delivered first and then the error is raised.
     """
 
     def __init__(self, size: int) -> None:
-        self._send, self._receive = trio.open_memory_channel[Event](size)
+        self._send, self._receive = trio.open_memory_channel[T](size)
         self._error: RealtimeError | None = None
         self._finished = False
         # Buffered events are handed out with a cancellation point each, and a schedule
@@ -36,7 +37,7 @@ class EventStream:
         self._yield_every = max(64, size // 4)
         self._unyielded = 0
 
-    def push(self, event: Event) -> bool:
+    def push(self, event: T) -> bool:
         """Buffer one event; False once the stream is finished, cut off or abandoned."""
         try:
             self._send.send_nowait(event)
@@ -65,16 +66,16 @@ class EventStream:
         """Events waiting to be read."""
         return self._receive.statistics().current_buffer_used
 
-    def __aiter__(self) -> EventStream:
+    def __aiter__(self) -> BoundedStream[T]:
         return self
 
-    async def __anext__(self) -> Event:
+    async def __anext__(self) -> T:
         try:
             return await self.receive()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
 
-    async def receive(self) -> Event:
+    async def receive(self) -> T:
         """The next event. Raises ``trio.EndOfChannel`` when the stream ended normally.
 
         A checkpoint for cancellation always; it yields to other tasks when it waits, and at
@@ -109,3 +110,7 @@ class EventStream:
     async def aclose(self) -> None:
         self.close()
         await trio.lowlevel.checkpoint()
+
+
+class EventStream(BoundedStream[Event]):
+    """An async iterator of server events (dicts)."""
