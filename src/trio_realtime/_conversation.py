@@ -201,6 +201,9 @@ class ConversationRecord:
         self._unacked: list[_Entry] = []
         self._server_made: LastN[str, None] = LastN(_MEMORY)
         self._deleted: LastN[str, None] = LastN(_MEMORY)
+        #: Items the server reported that no create has claimed yet and that are not known to
+        #: be the server's own: a create fed after its acknowledgement claims one (rule 3).
+        self._unclaimed: LastN[str, None] = LastN(_MEMORY)
         self._forgotten = 0
         self._local_ids = itertools.count(1)
         self._base: dict[str, Any] = {}
@@ -209,8 +212,9 @@ class ConversationRecord:
 
     # -- what goes in ---------------------------------------------------------------------
 
-    def client_event(self, event: Mapping[str, Any]) -> None:
-        """A client event the session sent (any type; the irrelevant ones are ignored)."""
+    def client_event(self, event: Mapping[str, Any]) -> bool:
+        """A client event the session sends (any type; the irrelevant ones are ignored).
+        Whether the record took it: a replay then carries it (or its effect)."""
         kind = event.get("type")
         event_id = event.get("event_id")
         event_id = event_id if isinstance(event_id, str) else None
@@ -220,14 +224,19 @@ class ConversationRecord:
                 self._updates.append((event_id, copy.deepcopy(dict(body))))
                 if len(self._updates) > _MEMORY:
                     self._base = _merge_config(self._base, self._updates.pop(0)[1])
+                return True
         elif kind == "conversation.item.create":
             item = event.get("item")
             if isinstance(item, Mapping):
                 self._created(item, event.get("previous_item_id"), event_id)
+                return True
         elif kind == "conversation.item.delete":
             self._remove(event.get("item_id"))
+            return True
         elif kind == "conversation.item.truncate":
             self._truncate(event.get("item_id"))
+            return True
+        return False
 
     def server_event(self, event: Mapping[str, Any]) -> None:
         """A server event the session received (any type; the irrelevant ones are ignored)."""
@@ -244,10 +253,12 @@ class ConversationRecord:
         elif kind == "input_audio_buffer.committed":
             if isinstance(item_id := event.get("item_id"), str):
                 self._server_made[item_id] = None
+                self._unclaimed.pop(item_id, None)
         elif kind == "response.output_item.added":
             item = event.get("item")
             if isinstance(item, Mapping) and isinstance(item.get("id"), str):
                 self._server_made[item["id"]] = None
+                self._unclaimed.pop(item["id"], None)
         elif kind == "response.output_item.done":
             item = event.get("item")
             if isinstance(item, Mapping):
@@ -336,6 +347,11 @@ class ConversationRecord:
     # -- items ----------------------------------------------------------------------------
 
     def _created(self, item: Mapping[str, Any], after: Any, event_id: str | None) -> None:
+        claimed = self._claim(item)
+        if claimed is not None:
+            # Its acknowledgement came first (the reader ran before the writer noted it).
+            logger.debug("%s was acknowledged before it was noted", claimed.describe())
+            return
         known = self._entry(item.get("id"))
         if known is not None:
             # A re-send (the replay on a new connection): it stays where it is.
@@ -386,12 +402,31 @@ class ConversationRecord:
                     position = len(self._items)
                 if not self._insert(entry, position):
                     return
+                if item_id not in self._server_made:
+                    self._unclaimed[item_id] = None
         if entry in self._unacked:
             self._unacked.remove(entry)
             entry.event_id = None
         entry.acknowledged = True
         entry.local_id = None  # named by the server now (perhaps by the record's own id)
         entry.item = _merge_item(entry.item, item)
+
+    def _claim(self, item: Mapping[str, Any]) -> _Entry | None:
+        """The reported item that is this create's, reported before the create was noted:
+        the one with its id, or else the oldest unclaimed one that agrees with it."""
+        item_id = item.get("id")
+        if isinstance(item_id, str):
+            candidates = [item_id] if item_id in self._unclaimed else []
+        else:
+            candidates = list(self._unclaimed)
+        for key in candidates:
+            entry = self._by_id.get(key)
+            if entry is None:
+                del self._unclaimed[key]
+            elif _agrees(item, entry.item):
+                del self._unclaimed[key]
+                return entry
+        return None
 
     def _acknowledgement_of(self, item: Mapping[str, Any]) -> _Entry | None:
         """The unacknowledged create this reported item answers, if any (rule 3)."""
