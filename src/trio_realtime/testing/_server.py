@@ -886,8 +886,10 @@ async def open_fake_server(
     dialect: Literal["ga", "beta"] = "ga",
     behavior: Behavior | None = None,
     model: str = "gpt-realtime",
+    port: int = 0,
 ) -> AsyncIterator[FakeRealtimeServer]:
-    """Serve the fake Realtime API on 127.0.0.1 (a free port) for the duration of the block.
+    """Serve the fake Realtime API on 127.0.0.1 for the duration of the block, on ``port``
+    (default 0: a free port the system picks; ``server.port`` says which).
 
     Leaving the block drops every connection at once (no closing handshake) and ends every
     task the server started. An exception raised in the block comes out bare, not inside an
@@ -901,7 +903,7 @@ async def open_fake_server(
                     serve_websocket,
                     server._handle_request,
                     _HOST,
-                    0,
+                    port,
                     None,
                     max_message_size=_MAX_MESSAGE_SIZE,
                 )
