@@ -139,11 +139,14 @@ class Link:
         self.record = ConversationRecord() if record is None else record
         self._event_ids = itertools.count(1)
 
-    def send(self, event: dict[str, Any], *, fed: bool = True) -> list[dict[str, Any]]:
+    def send(
+        self, event: dict[str, Any], *, fed: bool = True, answers_first: bool = False
+    ) -> list[dict[str, Any]]:
         """Send a client event: the record sees it (unless not ``fed``), then every answer;
-        returns the answers."""
+        returns the answers. ``answers_first``: the record sees the answers before the event
+        (the reader ran before the writer noted what it sent)."""
         event = {**event, "event_id": f"evt_{next(self._event_ids)}"}
-        if fed:
+        if fed and not answers_first:
             self.record.client_event(event)
         answers: list[dict[str, Any]] = []
         for action in self.model.receive(event, Behavior()):
@@ -153,6 +156,8 @@ class Link:
                 answers.append(action.rejection.event(event["event_id"]))
         for answer in answers:
             self.record.server_event(answer)
+        if fed and answers_first:
+            self.record.client_event(event)
         return answers
 
     def create(self, item: dict[str, Any], previous_item_id: str | None = None) -> str:
@@ -610,6 +615,44 @@ def test_client_items_without_ids_get_the_servers_ids(dialect: Dialect) -> None:
     # The response's item never finished; the client's audio has no transcription; the output's
     # call is not in the conversation.
     assert len(replay.warnings) == 3
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("with_id", [False, True], ids=["server-id", "client-id"])
+def test_the_record_is_the_same_whichever_of_a_create_and_its_acknowledgement_comes_first(
+    dialect: Dialect, with_id: bool
+) -> None:
+    """The writer notes a create and the reader its acknowledgement: in either order, each
+    item is recorded once, in the service's order, under the service's ids, and replayed once."""
+    records = []
+    for answers_first in (False, True):
+        link = Link(dialect)
+        for n, text in enumerate(("one", "two", "one")):
+            item: dict[str, Any] = {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": text}],
+            }
+            if with_id:
+                item["id"] = f"item_mine_{n}"
+            link.send(
+                {"type": "conversation.item.create", "item": item}, answers_first=answers_first
+            )
+        link.speak("Spoken")
+        link.respond(Script(text="Reply"))
+        assert [item["id"] for item in link.record.items()] == [item["id"] for item in link.items()]
+        assert link.record.statistics().unacknowledged == 0
+        replay = link.record.replay(dialect=dialect, max_items=10)
+        assert texts(created_items(replay)) == [
+            ("user", "one"),
+            ("user", "two"),
+            ("user", "one"),
+            ("user", "Spoken"),
+            ("assistant", "Reply"),
+        ]
+        replay_into(dialect, replay, old=link)
+        records.append((link.record.items(), replay.events))
+    assert records[0] == records[1]
 
 
 def test_a_create_is_not_matched_to_an_item_that_contradicts_it() -> None:
