@@ -123,6 +123,7 @@ class RealtimeSession:
             _REPORT_BUFFER
         )
         self._reports_dropped = 0
+        self._reporter_done = trio.Event()
         #: ``session.update`` events awaiting their ``session.updated``, oldest first.
         self._updates: list[_Update] = []
         #: The tool runner answering function calls, when the session was opened with tools.
@@ -494,6 +495,11 @@ class RealtimeSession:
                     ):
                         await self._reader_done.wait()
                     await self._conn.close()
+                    with (  # what ended with the session is reported too
+                        trio.CancelScope(shield=True),
+                        trio.move_on_after(self.config.close_timeout),
+                    ):
+                        await self._reporter_done.wait()
                     nursery.cancel_scope.cancel()
 
     async def _start_tools(self, nursery: trio.Nursery, tools: ToolRegistry | ToolRunner) -> None:
@@ -671,15 +677,18 @@ class RealtimeSession:
         callback can neither stall the reader nor run in the application's task, and what it
         raises is logged and ignored. At the end of the session it reports what is left."""
         callback = self.config.on_response
-        with self._reports_receive:
-            task_status.started()
-            async for ticket in self._reports_receive:
-                if callback is None:
-                    continue
-                try:
-                    callback(ticket)
-                except Exception:
-                    logger.exception("on_response raised; ignored")
+        try:
+            with self._reports_receive:
+                task_status.started()
+                async for ticket in self._reports_receive:
+                    if callback is None:
+                        continue
+                    try:
+                        callback(ticket)
+                    except Exception:
+                        logger.exception("on_response raised; ignored")
+        finally:
+            self._reporter_done.set()
 
     def _answer_update(self, event: Event) -> None:
         """A ``session.updated`` answers the oldest update sent; an error names its own."""
