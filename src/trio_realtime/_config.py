@@ -136,6 +136,14 @@ class SessionConfig:
     rollover_after: float | None = attrs.field(default=None, validator=_optional_seconds)
     #: Most conversation items replayed into a new connection (the oldest are left out).
     replay_items: int = attrs.field(default=200, validator=_count)
+    #: Send a WebSocket ping after this many seconds, and again after each answer, so that a
+    #: connection gone silent (a NAT or load balancer that dropped it, a dead network) is
+    #: noticed; None: never.
+    ping_interval: float | None = attrs.field(default=15.0, validator=_optional_seconds)
+    #: A ping unanswered for this long is an abnormal loss: the session reconnects when
+    #: ``reconnect`` allows it, else it ends with ``ConnectionLost``. A silent connection is
+    #: noticed within ``ping_interval + ping_timeout`` seconds (25 by default).
+    ping_timeout: float = attrs.field(default=10.0, validator=_seconds)
 
     def __attrs_post_init__(self) -> None:
         # The fields without a validator of their own: flags and the TLS context.
