@@ -307,11 +307,14 @@ class Connection:
         closed = trio.Event()
         self._holder = (release, closed)
         try:
-            with trio.move_on_at(deadline):
-                self._transport = await nursery.start(self._hold, release, closed, deadline)
-                await handshake(self._transport)
-                return
-            raise ConnectionLost(f"no session.created within connect_timeout ({timeout:g} s)")
+            try:
+                with trio.fail_at(deadline):
+                    self._transport = await nursery.start(self._hold, release, closed, deadline)
+                    await handshake(self._transport)
+            except trio.TooSlowError as exc:
+                raise ConnectionLost(
+                    f"no session.created within connect_timeout ({timeout:g} s)"
+                ) from exc
         except BaseException:
             await self.close()
             raise
