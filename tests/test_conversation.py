@@ -995,3 +995,42 @@ def test_items_the_record_cannot_carry_are_named() -> None:
         {"type": "response.output_item.done", "item": {"id": "oob", "type": "message"}}
     )
     assert record.replay(dialect="ga", max_items=10) == replay
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = {"deeper": [value]}
+    return value
+
+
+@pytest.mark.parametrize("depth", [500, 5000])
+def test_a_deeply_nested_item_never_recurses_without_bound(depth: int) -> None:
+    """Issue 18, item 3: the record's copies once recursed (``copy.deepcopy``) as deep as the
+    item; a hostile server's 500-deep item ended the session with a RecursionError."""
+    record = ConversationRecord()
+    deep = {
+        "id": "item_deep",
+        "type": "message",
+        "role": "user",
+        "content": [],
+        "x": _nested(depth),
+    }
+    record.server_event({"type": "conversation.item.added", "item": deep})
+    record.server_event({"type": "conversation.item.done", "item": deep})
+    record.server_event({"type": "response.done", "response": {"id": "r", "output": [deep]}})
+    assert not record.client_event(
+        {"type": "conversation.item.create", "item": {**deep, "id": "item_mine"}}
+    )
+    assert not record.client_event({"type": "session.update", "session": _nested(depth)})
+    assert record.items() == []
+    assert record.configuration() == {}
+    record.replay(dialect="ga", max_items=10)
+
+
+def test_items_nested_as_the_service_nests_them_are_recorded() -> None:
+    record = ConversationRecord()
+    shallow = {"id": "i", "type": "message", "role": "user", "content": [{"x": _nested(20)}]}
+    record.server_event({"type": "conversation.item.added", "item": shallow})
+    assert record.items() == [shallow]
+    assert record.items()[0] is not shallow
