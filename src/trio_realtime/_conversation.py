@@ -144,8 +144,13 @@ class Replay:
     events: tuple[dict[str, Any], ...]
     #: Items left out because of ``max_items`` (the oldest).
     dropped: int
-    #: One line per item that could not be carried over (and one for ``max_items``).
+    #: One line per item that could not be carried over (and one for ``max_items``, last).
     warnings: tuple[str, ...]
+
+    @property
+    def item_warnings(self) -> tuple[str, ...]:
+        """The lines about single items (``warnings`` without the one for ``max_items``)."""
+        return self.warnings[:-1] if self.dropped else self.warnings
 
 
 @attrs.frozen

@@ -617,8 +617,14 @@ class RealtimeSession:
         replay = self._record.replay(
             dialect="ga" if ga else "beta", max_items=self.config.replay_items
         )
-        for warning in replay.warnings:
+        for warning in replay.item_warnings:
             logger.warning("not replayed: %s", warning)
+        if replay.dropped:
+            logger.warning(
+                "not replayed: the %d oldest conversation items (replay_items=%d)",
+                replay.dropped,
+                self.config.replay_items,
+            )
         return [
             (dump_event(event), event.get("type") == "conversation.item.create")
             for event in replay.events
