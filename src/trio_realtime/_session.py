@@ -29,6 +29,7 @@ import contextlib
 import enum
 import logging
 import math
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
@@ -525,6 +526,7 @@ class RealtimeSession:
             if error is not None:
                 raise error
             conn.opened_with(())
+            self._settle()  # (the dispatcher's deadline: the rollover's)
             task_status.started()
             while True:
                 lost = await conn.read(self._take)
@@ -882,6 +884,7 @@ async def open_session(
         target = Endpoint(target)
     if isinstance(target, Endpoint):
         endpoint = target
+        _warn_if_unverified(endpoint, config)
 
         def connect(opened_by: float) -> AbstractAsyncContextManager[Transport]:
             return open_websocket_transport(endpoint, config, deadline=opened_by)
@@ -898,6 +901,18 @@ async def open_session(
             yield session
     finally:
         await target.aclose()
+
+
+def _warn_if_unverified(endpoint: Endpoint, config: SessionConfig) -> None:
+    """One WARNING per session whose ``ssl_context`` turns verification off for ``wss://``."""
+    context = config.ssl_context
+    if context is None or not endpoint.url.lower().startswith("wss:"):
+        return
+    if context.verify_mode == ssl.CERT_NONE or not context.check_hostname:
+        logger.warning(
+            "TLS certificate verification is off (SessionConfig.ssl_context): the server's "
+            "identity is not checked, and credentials may go to anyone on the path"
+        )
 
 
 def _given(transport: Transport) -> Connect:
