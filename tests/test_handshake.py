@@ -308,3 +308,41 @@ async def test_a_reconnect_that_gets_no_session_created_ends_with_what_happened(
     assert connections == 3
     assert "session.created" in str(error)
     assert error.__cause__ is not None
+
+
+async def test_leaving_the_block_while_a_reconnect_hangs_takes_at_most_close_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Issue 18, item 11: it took 4 x close_timeout. The first connection drops; the next
+    one's handshake is never answered; the application leaves the block meanwhile."""
+    connections = 0
+    hanging = trio.Event()
+
+    async def reply(stream: trio.SocketStream, request: bytes) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 1:
+            head = (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept_key(request)}\r\n\r\n"
+            )
+            await stream.send_all(head.encode() + text_frame(SESSION_CREATED))
+            await trio.sleep(1)  # then the connection drops
+            return
+        hanging.set()
+        await trio.sleep_forever()
+
+    config = SessionConfig(
+        reconnect=Reconnect(attempts=3, initial_delay=0.05, max_delay=0.2),
+        connect_timeout=1000,
+        close_timeout=2,
+        ping_interval=None,
+    )
+    with trio.fail_after(300):
+        async with raw_server(reply) as url:
+            async with open_session(url, config=config) as session:
+                await hanging.wait()
+                await trio.sleep(10)  # the new connection's handshake hangs
+                leaving = trio.current_time()
+            assert trio.current_time() - leaving <= config.close_timeout
+    assert session.statistics().reconnects == 0

@@ -237,3 +237,13 @@ async def test_a_trimmed_replay_is_logged_once_under_the_configurations_name(
     assert len(trimmed) == 1, trimmed
     assert "replay_items=1" in trimmed[0]
     assert "max_items" not in trimmed[0]
+
+
+async def test_an_idle_session_rolls_over(autojump_clock: trio.testing.MockClock) -> None:
+    config = SessionConfig(rollover_after=30)
+    with trio.fail_after(300):
+        async with open_fake_server() as server:
+            async with open_session(server.url, config=config) as session:
+                await trio.sleep(40)
+                assert session.statistics().rollovers == 1
+            assert len(server.connections) == 2

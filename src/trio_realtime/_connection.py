@@ -113,6 +113,7 @@ class Connection:
         self._changed = trio.lowlevel.ParkingLot()
         self._replay: list[tuple[str, bool]] = []  # (message, is a conversation item)
         self._read_scope: trio.CancelScope | None = None
+        self._open_scope: trio.CancelScope | None = None
         #: When the next rollover is due (``math.inf``: never).
         self.rollover_at = math.inf
         self._opened_at = -math.inf  # when the latest connection opened
@@ -219,10 +220,12 @@ class Connection:
                 self._read_scope = None
         return None
 
-    def stop_reading(self) -> None:
-        """The session is closing: the reader stops reading (it then closes the connection)."""
-        if self._read_scope is not None:
-            self._read_scope.cancel()
+    def stop(self) -> None:
+        """The session is closing: the reader stops reading, or opening a new connection,
+        at once (it then closes the connection)."""
+        for scope in (self._read_scope, self._open_scope):
+            if scope is not None:
+                scope.cancel()
 
     async def send_failed(self, transport: Transport, exc: ConnectionLost) -> None:
         """The writer's send on ``transport`` failed: close it (the reader then learns of the
@@ -251,6 +254,21 @@ class Connection:
             return lost or ConnectionLost("session ended")
         if lost is not None or self.state is not ConnectionState.CONNECTING:
             self._move(Trigger.LOST)
+        with trio.CancelScope() as self._open_scope:
+            try:
+                return await self._open(nursery, handshake, lost, first, deadline)
+            finally:
+                self._open_scope = None
+        return ConnectionLost("the session ended while a new connection was being opened")
+
+    async def _open(
+        self,
+        nursery: trio.Nursery,
+        handshake: Handshake,
+        lost: ConnectionLost | None,
+        first: bool,
+        deadline: float | None,
+    ) -> RealtimeError | None:
         await self.close()
         policy = self._config.reconnect or Reconnect(attempts=1)
         planned = lost is None

@@ -487,9 +487,9 @@ class RealtimeSession:
                         trio.move_on_after(self.config.close_timeout),
                     ):
                         await self._writer_done.wait()
-                    # The reader stops reading and closes the connection gracefully, before
-                    # the tasks are cancelled.
-                    self._conn.stop_reading()
+                    # The reader stops reading (or opening a new connection) and closes the
+                    # connection gracefully, before the tasks are cancelled.
+                    self._conn.stop()
                     with (
                         trio.CancelScope(shield=True),
                         trio.move_on_after(self.config.close_timeout),
