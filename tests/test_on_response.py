@@ -32,7 +32,7 @@ async def test_on_response_runs_in_the_reporter_task_never_the_callers() -> None
         # Ended by leaving the block (in this task too): reported before the block is left.
     assert len(tasks) == 2
     assert all(task is not me for task in tasks)
-    assert {task.name.rsplit(".", 1)[-1] for task in tasks} == {"_reporter"}
+    assert {task.name for task in tasks} == {"trio_realtime._reporter.Reporter.run"}
 
 
 async def test_a_callback_that_raises_never_reaches_the_reader(

@@ -59,6 +59,7 @@ from ._events import (
     parse_frame,
 )
 from ._gate import CancelTarget, Effects, Gate, Request
+from ._reporter import Reporter
 from ._statistics import LatencyRecorder, SessionStatistics
 from ._stream import EventStream
 from ._ticket import ResponseTicket
@@ -119,12 +120,8 @@ class RealtimeSession:
         self._client_ids = 0
         self._latencies = LatencyRecorder()
         self._all_ended = trio.Event()  # set when the session has ended
-        # on_response runs in the reporter task, fed through a bounded channel.
-        self._reports_send, self._reports_receive = trio.open_memory_channel[ResponseTicket](
-            _REPORT_BUFFER
-        )
-        self._reports_dropped = 0
-        self._reporter_done = trio.Event()
+        #: Runs on_response in a task of its own (see its module).
+        self._reporter = Reporter(config.on_response)
         #: ``session.update`` events awaiting their ``session.updated``, oldest first.
         self._updates: list[_Update] = []
         #: The tool runner answering function calls, when the session was opened with tools.
@@ -400,7 +397,7 @@ class RealtimeSession:
     def _ended(self, ticket: ResponseTicket) -> None:
         """A ticket ended: its latencies are recorded, and the application is told."""
         self._latencies.record(ticket.timings)
-        self._report(ticket)
+        self._reporter.report(ticket)
 
     def _end(self, error: RealtimeError) -> None:
         """The session is over: fail every waiting request and end every stream."""
@@ -472,7 +469,7 @@ class RealtimeSession:
                 self._nursery = nursery
                 await nursery.start(self._writer)
                 await nursery.start(self._dispatcher)
-                await nursery.start(self._reporter)
+                await nursery.start(self._reporter.run)
                 await nursery.start(self._reader, deadline)
                 if tools is not None:
                     await self._start_tools(nursery, tools)
@@ -481,7 +478,7 @@ class RealtimeSession:
                 finally:
                     self._end(SessionClosed("session closed"))
                     self._outbox_send.close()
-                    self._reports_send.close()
+                    self._reporter.close()
                     with (
                         trio.CancelScope(shield=True),
                         trio.move_on_after(self.config.close_timeout),
@@ -500,7 +497,7 @@ class RealtimeSession:
                         trio.CancelScope(shield=True),
                         trio.move_on_after(self.config.close_timeout),
                     ):
-                        await self._reporter_done.wait()
+                        await self._reporter.wait_done()
                     nursery.cancel_scope.cancel()
 
     async def _start_tools(self, nursery: trio.Nursery, tools: ToolRegistry | ToolRunner) -> None:
@@ -661,43 +658,6 @@ class RealtimeSession:
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
             self._outbox_send.send_nowait((mark, None))  # (unless the session is ending)
 
-    def _report(self, ticket: ResponseTicket) -> None:
-        """Hand an ended ticket to ``on_response`` (in the reporter task); never blocks: when
-        the reporter is ``_REPORT_BUFFER`` tickets behind, the ticket is dropped (counted and
-        logged)."""
-        if self.config.on_response is None:
-            return
-        try:
-            self._reports_send.send_nowait(ticket)
-        except trio.WouldBlock:
-            self._reports_dropped += 1
-            logger.warning(
-                "on_response is %d tickets behind: ticket %s not reported (%d dropped)",
-                _REPORT_BUFFER,
-                ticket.event_id,
-                self._reports_dropped,
-            )
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # the reporter has stopped
-
-    async def _reporter(self, *, task_status: trio.TaskStatus[None]) -> None:
-        """Call ``on_response`` with each ended ticket, in order, in this task of its own: the
-        callback can neither stall the reader nor run in the application's task, and what it
-        raises is logged and ignored. At the end of the session it reports what is left."""
-        callback = self.config.on_response
-        try:
-            with self._reports_receive:
-                task_status.started()
-                async for ticket in self._reports_receive:
-                    if callback is None:
-                        continue
-                    try:
-                        callback(ticket)
-                    except Exception:
-                        logger.exception("on_response raised; ignored")
-        finally:
-            self._reporter_done.set()
-
     def _answer_update(self, event: Event) -> None:
         """A ``session.updated`` answers the oldest update sent; an error names its own."""
         if event["type"] == "session.updated":
@@ -836,8 +796,6 @@ class _Mark(enum.Enum):
 
 
 _Outgoing = tuple[str | _Mark, Event | None]
-#: Ended tickets waiting for ``on_response``; more are dropped (counted, logged).
-_REPORT_BUFFER = 1024
 
 #: Closes after which a new connection may heal the session: going away (also the session
 #: cap, after ``session_expired``), abnormal, server error, restart, try again later.
