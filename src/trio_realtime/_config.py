@@ -114,10 +114,11 @@ class SessionConfig:
     transport: Literal["trio-websocket", "websockets"] = attrs.field(
         default="trio-websocket", validator=attrs.validators.in_(("trio-websocket", "websockets"))
     )
-    #: Called with each ticket as it ends (``DONE`` or ``FAILED``), synchronously in the
-    #: session's task: read ``ticket.timings``, ``ticket.result`` or ``ticket.error`` and
-    #: export them (Prometheus, OpenTelemetry, ...). It must not block; what it raises is
-    #: logged and ignored.
+    #: Called with each ticket as it ends (``DONE`` or ``FAILED``), in order, in a reporter
+    #: task of the session's own (never the reader, never the application's task): read
+    #: ``ticket.timings``, ``ticket.result`` or ``ticket.error`` and export them (Prometheus,
+    #: OpenTelemetry, ...). It must not block; what it raises is logged and ignored; more
+    #: than 1024 tickets behind, tickets are dropped (logged).
     on_response: Callable[[ResponseTicket], object] | None = attrs.field(
         default=None, eq=False, repr=False
     )
