@@ -1,4 +1,8 @@
-"""open_session(): one Realtime connection run by three tasks in a nursery.
+"""open_session(): a Realtime session run by three tasks in a nursery.
+
+This module is the application-facing API (:class:`RealtimeSession`, most of its length is
+the API's documentation) and the gate's shell; the connections are :mod:`._connection`'s and
+``on_response`` runs in :mod:`._reporter`'s task.
 
 - the **reader** receives frames, parses and classifies them, gives every event to the
   subscribers, applies the ones the gate cares about to the :class:`Gate` at once (so the
