@@ -92,6 +92,7 @@ _MOVES: dict[tuple[ConnectionState, Trigger], ConnectionState] = {
     (S.SWITCHING, T.BUSY): S.DRAINING,
     **{(state, T.END): S.ENDED for state in S},
     (S.ENDED, T.LOST): S.ENDED,  # the connection closes after the session ended
+    (S.ENDED, T.OPENED): S.ENDED,  # a new connection opened as the session ended
 }
 #: The states in which the writer may write.
 _WRITABLE = frozenset({S.OPEN, S.DRAINING, S.SWITCHING})

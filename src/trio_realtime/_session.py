@@ -597,6 +597,8 @@ class RealtimeSession:
         if error is not None:
             self._end(error)
             return False
+        if self._error is not None:  # the session ended while it was being opened
+            return False
         self._conn.opened_with(self._replay())
         self._wake_writer()
         self._gate.resume()
