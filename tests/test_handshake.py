@@ -60,12 +60,13 @@ async def raw_server(reply: Reply) -> AsyncIterator[str]:
         nursery.cancel_scope.cancel()
 
 
-def http(status: str, body: bytes = b"", headers: str = "") -> Reply:
+def http(status: str, body: bytes = b"", headers: str = "", *, linger: bool = True) -> Reply:
     async def reply(stream: trio.SocketStream, request: bytes) -> None:
         head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{headers}\r\n"
         await stream.send_all(head.encode() + body)
-        with trio.move_on_after(5):
-            await stream.receive_some(1)  # until the client closes
+        if linger:
+            with trio.move_on_after(5):
+                await stream.receive_some(1)  # until the client closes
 
     return reply
 
@@ -108,11 +109,14 @@ async def open_and_fail(url: str | Endpoint, config: SessionConfig = PATIENT) ->
 # -- HTTP refusals -------------------------------------------------------------------------------
 
 
-async def test_a_refused_key_is_session_refused_with_the_status_and_the_services_code() -> None:
+@pytest.mark.parametrize("linger", [True, False], ids=["then-waits", "then-closes"])
+async def test_a_refused_key_is_session_refused_with_the_status_and_the_services_code(
+    linger: bool,
+) -> None:
     body = json.dumps(
         {"error": {"code": "invalid_api_key", "message": "Incorrect API key provided: sk-...xyz."}}
     ).encode()
-    reply = http("401 Unauthorized", body, "Content-Type: application/json\r\n")
+    reply = http("401 Unauthorized", body, "Content-Type: application/json\r\n", linger=linger)
     async with raw_server(reply) as url:
         error = await open_and_fail(url)
     assert isinstance(error, SessionRefused)

@@ -158,7 +158,8 @@ async def _run_websocket(
                             handshake.scope = None
                             task_status.started(ws)
                             started = True
-                        if handshake.broken is not None:
+                        # (unless the reader raised first: its error is the story)
+                        if handshake.broken is not None and not nursery.cancel_scope.cancel_called:
                             reason, cause = handshake.broken
                             nursery.cancel_scope.cancel()
                             raise ConnectionLost(
