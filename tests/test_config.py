@@ -28,6 +28,7 @@ SECONDS = [
     "cancel_grace",
     "connect_timeout",
     "close_timeout",
+    "ping_timeout",
 ]
 FLAGS = ["out_of_band_takes_slot", "allow_insecure"]
 

@@ -139,11 +139,14 @@ class Link:
         self.record = ConversationRecord() if record is None else record
         self._event_ids = itertools.count(1)
 
-    def send(self, event: dict[str, Any], *, fed: bool = True) -> list[dict[str, Any]]:
+    def send(
+        self, event: dict[str, Any], *, fed: bool = True, answers_first: bool = False
+    ) -> list[dict[str, Any]]:
         """Send a client event: the record sees it (unless not ``fed``), then every answer;
-        returns the answers."""
+        returns the answers. ``answers_first``: the record sees the answers before the event
+        (the reader ran before the writer noted what it sent)."""
         event = {**event, "event_id": f"evt_{next(self._event_ids)}"}
-        if fed:
+        if fed and not answers_first:
             self.record.client_event(event)
         answers: list[dict[str, Any]] = []
         for action in self.model.receive(event, Behavior()):
@@ -153,6 +156,8 @@ class Link:
                 answers.append(action.rejection.event(event["event_id"]))
         for answer in answers:
             self.record.server_event(answer)
+        if fed and answers_first:
+            self.record.client_event(event)
         return answers
 
     def create(self, item: dict[str, Any], previous_item_id: str | None = None) -> str:
@@ -612,6 +617,44 @@ def test_client_items_without_ids_get_the_servers_ids(dialect: Dialect) -> None:
     assert len(replay.warnings) == 3
 
 
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("with_id", [False, True], ids=["server-id", "client-id"])
+def test_the_record_is_the_same_whichever_of_a_create_and_its_acknowledgement_comes_first(
+    dialect: Dialect, with_id: bool
+) -> None:
+    """The writer notes a create and the reader its acknowledgement: in either order, each
+    item is recorded once, in the service's order, under the service's ids, and replayed once."""
+    records = []
+    for answers_first in (False, True):
+        link = Link(dialect)
+        for n, text in enumerate(("one", "two", "one")):
+            item: dict[str, Any] = {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": text}],
+            }
+            if with_id:
+                item["id"] = f"item_mine_{n}"
+            link.send(
+                {"type": "conversation.item.create", "item": item}, answers_first=answers_first
+            )
+        link.speak("Spoken")
+        link.respond(Script(text="Reply"))
+        assert [item["id"] for item in link.record.items()] == [item["id"] for item in link.items()]
+        assert link.record.statistics().unacknowledged == 0
+        replay = link.record.replay(dialect=dialect, max_items=10)
+        assert texts(created_items(replay)) == [
+            ("user", "one"),
+            ("user", "two"),
+            ("user", "one"),
+            ("user", "Spoken"),
+            ("assistant", "Reply"),
+        ]
+        replay_into(dialect, replay, old=link)
+        records.append((link.record.items(), replay.events))
+    assert records[0] == records[1]
+
+
 def test_a_create_is_not_matched_to_an_item_that_contradicts_it() -> None:
     record = ConversationRecord()
     record.client_event(
@@ -952,3 +995,42 @@ def test_items_the_record_cannot_carry_are_named() -> None:
         {"type": "response.output_item.done", "item": {"id": "oob", "type": "message"}}
     )
     assert record.replay(dialect="ga", max_items=10) == replay
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = {"deeper": [value]}
+    return value
+
+
+@pytest.mark.parametrize("depth", [500, 5000])
+def test_a_deeply_nested_item_never_recurses_without_bound(depth: int) -> None:
+    """Issue 18, item 3: the record's copies once recursed (``copy.deepcopy``) as deep as the
+    item; a hostile server's 500-deep item ended the session with a RecursionError."""
+    record = ConversationRecord()
+    deep = {
+        "id": "item_deep",
+        "type": "message",
+        "role": "user",
+        "content": [],
+        "x": _nested(depth),
+    }
+    record.server_event({"type": "conversation.item.added", "item": deep})
+    record.server_event({"type": "conversation.item.done", "item": deep})
+    record.server_event({"type": "response.done", "response": {"id": "r", "output": [deep]}})
+    assert not record.client_event(
+        {"type": "conversation.item.create", "item": {**deep, "id": "item_mine"}}
+    )
+    assert not record.client_event({"type": "session.update", "session": _nested(depth)})
+    assert record.items() == []
+    assert record.configuration() == {}
+    record.replay(dialect="ga", max_items=10)
+
+
+def test_items_nested_as_the_service_nests_them_are_recorded() -> None:
+    record = ConversationRecord()
+    shallow = {"id": "i", "type": "message", "role": "user", "content": [{"x": _nested(20)}]}
+    record.server_event({"type": "conversation.item.added", "item": shallow})
+    assert record.items() == [shallow]
+    assert record.items()[0] is not shallow

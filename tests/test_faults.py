@@ -562,8 +562,14 @@ async def test_frame_over_max_message_size_ends_the_session_with_connection_lost
 async def test_server_that_stops_reading_deadlines_still_apply_and_closing_is_bounded(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    # Pings off: a server that stops reading also stops answering them, and this test is about
+    # the deadlines (test_keepalive.py: the silent connection noticed).
     config = SessionConfig(
-        created_timeout=5.0, response_timeout=1000.0, close_timeout=2.0, send_buffer=4
+        created_timeout=5.0,
+        response_timeout=1000.0,
+        close_timeout=2.0,
+        send_buffer=4,
+        ping_interval=None,
     )
     audio = "A" * 2**20  # 1 MiB of base64 per append
     with trio.fail_after(200):

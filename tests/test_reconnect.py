@@ -6,6 +6,7 @@ connections drop as the service's do.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -213,3 +214,36 @@ async def test_an_item_sent_as_the_connection_drops_reaches_the_new_one_once() -
             assert texts.count("And the map?") == 1
             assert texts.count("Where is the treasure?") == 1
             assert session.statistics().reconnects == 1
+
+
+async def test_a_trimmed_replay_is_logged_once_under_the_configurations_name(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = SessionConfig(rollover_after=30, replay_items=1)
+    with trio.fail_after(300), caplog.at_level(logging.WARNING, logger="trio_realtime"):
+        async with open_fake_server() as server:
+            async with open_session(server.url, config=config) as session:
+                await session.send(user_message("first"))
+                await session.send(user_message("second"))
+                await server.connections[0].wait_for_client_event(
+                    "conversation.item.create", count=2
+                )
+                await trio.sleep(40)  # past rollover_after
+                assert session.statistics().rollovers == 1
+            assert [i["content"][0]["text"] for i in replayed_items(server.connections[1])] == [
+                "second"
+            ]
+    trimmed = [r.getMessage() for r in caplog.records if "oldest" in r.getMessage()]
+    assert len(trimmed) == 1, trimmed
+    assert "replay_items=1" in trimmed[0]
+    assert "max_items" not in trimmed[0]
+
+
+async def test_an_idle_session_rolls_over(autojump_clock: trio.testing.MockClock) -> None:
+    config = SessionConfig(rollover_after=30)
+    with trio.fail_after(300):
+        async with open_fake_server() as server:
+            async with open_session(server.url, config=config) as session:
+                await trio.sleep(40)
+                assert session.statistics().rollovers == 1
+            assert len(server.connections) == 2

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 from contextlib import suppress
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
 from trio_realtime import ConnectionLost, Endpoint, SessionConfig, open_session
@@ -56,3 +58,23 @@ async def test_private_ca_can_be_trusted() -> None:
             async with open_session(endpoint, config=SessionConfig(ssl_context=context)) as s:
                 assert s.server_session["id"] == "sess"
             nursery.cancel_scope.cancel()
+
+
+async def test_verification_turned_off_is_warned_once_per_session(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    config = SessionConfig(ssl_context=context, rollover_after=30)
+    with trio.fail_after(100), caplog.at_level(logging.WARNING, logger="trio_realtime"):
+        async with trio.open_nursery() as nursery:
+            port = await serve_tls(nursery)
+            endpoint = Endpoint(f"wss://127.0.0.1:{port}/v1/realtime", {"api-key": "k"})
+            async with open_session(endpoint, config=config) as session:
+                await trio.sleep(40)  # a rollover: a second connection, and no second warning
+                assert session.statistics().connections == 2
+            nursery.cancel_scope.cancel()
+    warnings = [r.getMessage() for r in caplog.records if "verification" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "TLS certificate verification is off" in warnings[0]

@@ -172,7 +172,7 @@ class _Demo:
             if row is not None:
                 row.started_at = now
                 self.by_response[response_id] = row
-                self.log("started", self.name(row))
+                self.log("started", self.name(row), when=now)
             else:
                 label = f"VAD-{len(self.server) + 1}"
                 self.server[response_id] = _ServerResponse(label, response_id, now)
@@ -180,17 +180,18 @@ class _Demo:
                     "server",
                     f"voice activity started {label} by itself; it holds the slot until "
                     "its response.done",
+                    when=now,
                 )
         elif kind in ("response.done", "response.cancelled"):
             status = str(response.get("status", "cancelled"))
             row = self.by_response.get(response_id) or self._row_of(response)
             if row is not None:
-                self.log(status, self.name(row))
+                self.log(status, self.name(row), when=now)
                 row.ended.set()
             elif response_id in self.server:
                 vad = self.server[response_id]
                 vad.ended_at, vad.status = now, status
-                self.log("server", f"{vad.label} ended ({status}): the slot is free")
+                self.log("server", f"{vad.label} ended ({status}): the slot is free", when=now)
         elif kind == "error":
             error = event.get("error")
             error = error if isinstance(error, Mapping) else {}
@@ -203,9 +204,10 @@ class _Demo:
                     "rejected",
                     f"{self.name(row)}: {blocker} holds the slot; the library sends it "
                     "again when that response ends",
+                    when=now,
                 )
             elif code != "response_cancel_not_active":
-                self.log("error", f"{code}: {message}")
+                self.log("error", f"{code}: {message}", when=now)
         elif kind in _TEXT_DELTAS:
             row = self.by_response.get(str(event.get("response_id", "")))
             if row is not None:

@@ -140,10 +140,11 @@ class SessionConfig:
     transport: Literal["trio-websocket", "websockets"] = attrs.field(
         default="trio-websocket", validator=_transport
     )
-    #: Called with each ticket as it ends (``DONE`` or ``FAILED``), synchronously in the
-    #: session's task: read ``ticket.timings``, ``ticket.result`` or ``ticket.error`` and
-    #: export them (Prometheus, OpenTelemetry, ...). It must not block; what it raises is
-    #: logged and ignored.
+    #: Called with each ticket as it ends (``DONE`` or ``FAILED``), in order, in a reporter
+    #: task of the session's own (never the reader, never the application's task): read
+    #: ``ticket.timings``, ``ticket.result`` or ``ticket.error`` and export them (Prometheus,
+    #: OpenTelemetry, ...). It must not block; what it raises is logged and ignored; more
+    #: than 1024 tickets behind, tickets are dropped (logged).
     on_response: Callable[[ResponseTicket], object] | None = attrs.field(
         default=None, eq=False, repr=False, validator=_callback
     )
@@ -160,6 +161,14 @@ class SessionConfig:
     rollover_after: float | None = attrs.field(default=None, validator=_optional_seconds)
     #: Most conversation items replayed into a new connection (the oldest are left out).
     replay_items: int = attrs.field(default=200, validator=_count)
+    #: Send a WebSocket ping after this many seconds, and again after each answer, so that a
+    #: connection gone silent (a NAT or load balancer that dropped it, a dead network) is
+    #: noticed; None: never.
+    ping_interval: float | None = attrs.field(default=15.0, validator=_optional_seconds)
+    #: A ping unanswered for this long is an abnormal loss: the session reconnects when
+    #: ``reconnect`` allows it, else it ends with ``ConnectionLost``. A silent connection is
+    #: noticed within ``ping_interval + ping_timeout`` seconds (25 by default).
+    ping_timeout: float = attrs.field(default=10.0, validator=_seconds)
 
     def __attrs_post_init__(self) -> None:
         # The fields without a validator of their own: flags and the TLS context.

@@ -40,7 +40,12 @@ rule, in prose:
    (``conversation.item.deleted`` / ``.truncated``): a deleted item is gone (a report of it
    already on its way does not bring it back), a truncated one is marked.
 6. **Memory is bounded**: beyond ``max_items`` the oldest item in conversation order is
-   forgotten (counted in :meth:`ConversationRecord.statistics`).
+   forgotten (counted in :meth:`ConversationRecord.statistics`). So is depth: an event nested
+   deeper than ``MAX_DEPTH`` levels is not recorded (logged), and copies are made without
+   recursion, so a hostile item cannot end the session with a ``RecursionError``.
+7. **Order between the writer and the reader does not matter**: a create noted after its
+   acknowledgement (the reader ran first) claims the reported item that agrees with it (rule
+   3's test) instead of adding a second copy.
 
 What carries over in :meth:`ConversationRecord.replay`:
 
@@ -82,7 +87,6 @@ with one warning), and an output whose call went goes with it.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 from collections.abc import Mapping
@@ -108,6 +112,8 @@ Dialect = Literal["ga", "beta"]
 DEFAULT_MAX_ITEMS = 1000
 #: The ids the record gives client items the server never named (``item_trc1``, ...).
 LOCAL_ID_PREFIX = "item_trc"
+#: Events nested deeper than this are not recorded (a Realtime item nests a few levels).
+MAX_DEPTH = 64
 #: How many ids of server-made items, and unacknowledged updates, are remembered.
 _MEMORY = 256
 
@@ -123,6 +129,8 @@ _TRANSCRIPTS = frozenset(
     }
 )
 _TEXT_DONE = frozenset({"response.output_text.done", "response.text.done"})
+#: The server events whose contents the record copies and merges.
+_DEEP_KINDS = _ITEM_REPORTS | {"response.output_item.done", "response.done"}
 #: Fields of an item that must not contradict between a create and its acknowledgement.
 _AGREEING = ("type", "role", "call_id", "name", "arguments", "output")
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
@@ -136,8 +144,13 @@ class Replay:
     events: tuple[dict[str, Any], ...]
     #: Items left out because of ``max_items`` (the oldest).
     dropped: int
-    #: One line per item that could not be carried over (and one for ``max_items``).
+    #: One line per item that could not be carried over (and one for ``max_items``, last).
     warnings: tuple[str, ...]
+
+    @property
+    def item_warnings(self) -> tuple[str, ...]:
+        """The lines about single items (``warnings`` without the one for ``max_items``)."""
+        return self.warnings[:-1] if self.dropped else self.warnings
 
 
 @attrs.frozen
@@ -201,6 +214,9 @@ class ConversationRecord:
         self._unacked: list[_Entry] = []
         self._server_made: LastN[str, None] = LastN(_MEMORY)
         self._deleted: LastN[str, None] = LastN(_MEMORY)
+        #: Items the server reported that no create has claimed yet and that are not known to
+        #: be the server's own: a create fed after its acknowledgement claims one (rule 3).
+        self._unclaimed: LastN[str, None] = LastN(_MEMORY)
         self._forgotten = 0
         self._local_ids = itertools.count(1)
         self._base: dict[str, Any] = {}
@@ -209,29 +225,39 @@ class ConversationRecord:
 
     # -- what goes in ---------------------------------------------------------------------
 
-    def client_event(self, event: Mapping[str, Any]) -> None:
-        """A client event the session sent (any type; the irrelevant ones are ignored)."""
+    def client_event(self, event: Mapping[str, Any]) -> bool:
+        """A client event the session sends (any type; the irrelevant ones are ignored).
+        Whether the record took it: a replay then carries it (or its effect)."""
         kind = event.get("type")
         event_id = event.get("event_id")
         event_id = event_id if isinstance(event_id, str) else None
+        if kind in ("session.update", "conversation.item.create") and _too_deep(event):
+            return False
         if kind == "session.update":
             body = event.get("session")
             if isinstance(body, Mapping):
-                self._updates.append((event_id, copy.deepcopy(dict(body))))
+                self._updates.append((event_id, _copy(dict(body))))
                 if len(self._updates) > _MEMORY:
                     self._base = _merge_config(self._base, self._updates.pop(0)[1])
+                return True
         elif kind == "conversation.item.create":
             item = event.get("item")
             if isinstance(item, Mapping):
                 self._created(item, event.get("previous_item_id"), event_id)
+                return True
         elif kind == "conversation.item.delete":
             self._remove(event.get("item_id"))
+            return True
         elif kind == "conversation.item.truncate":
             self._truncate(event.get("item_id"))
+            return True
+        return False
 
     def server_event(self, event: Mapping[str, Any]) -> None:
         """A server event the session received (any type; the irrelevant ones are ignored)."""
         kind = event.get("type")
+        if kind in _DEEP_KINDS and _too_deep(event):
+            return
         if kind in _ITEM_REPORTS:
             item = event.get("item")
             if isinstance(item, Mapping) and isinstance(item.get("id"), str):
@@ -244,10 +270,12 @@ class ConversationRecord:
         elif kind == "input_audio_buffer.committed":
             if isinstance(item_id := event.get("item_id"), str):
                 self._server_made[item_id] = None
+                self._unclaimed.pop(item_id, None)
         elif kind == "response.output_item.added":
             item = event.get("item")
             if isinstance(item, Mapping) and isinstance(item.get("id"), str):
                 self._server_made[item["id"]] = None
+                self._unclaimed.pop(item["id"], None)
         elif kind == "response.output_item.done":
             item = event.get("item")
             if isinstance(item, Mapping):
@@ -274,11 +302,12 @@ class ConversationRecord:
         merged = self._base
         for _, body in self._updates:
             merged = _merge_config(merged, body)
-        return copy.deepcopy(merged)
+        copied: dict[str, Any] = _copy(merged)
+        return copied
 
     def items(self) -> list[dict[str, Any]]:
         """The recorded items in conversation order (copies, without audio bytes)."""
-        return [copy.deepcopy(entry.item) for entry in self._items]
+        return [_copy(entry.item) for entry in self._items]
 
     def statistics(self) -> ConversationStatistics:
         return ConversationStatistics(
@@ -336,6 +365,11 @@ class ConversationRecord:
     # -- items ----------------------------------------------------------------------------
 
     def _created(self, item: Mapping[str, Any], after: Any, event_id: str | None) -> None:
+        claimed = self._claim(item)
+        if claimed is not None:
+            # Its acknowledgement came first (the reader ran before the writer noted it).
+            logger.debug("%s was acknowledged before it was noted", claimed.describe())
+            return
         known = self._entry(item.get("id"))
         if known is not None:
             # A re-send (the replay on a new connection): it stays where it is.
@@ -386,12 +420,31 @@ class ConversationRecord:
                     position = len(self._items)
                 if not self._insert(entry, position):
                     return
+                if item_id not in self._server_made:
+                    self._unclaimed[item_id] = None
         if entry in self._unacked:
             self._unacked.remove(entry)
             entry.event_id = None
         entry.acknowledged = True
         entry.local_id = None  # named by the server now (perhaps by the record's own id)
         entry.item = _merge_item(entry.item, item)
+
+    def _claim(self, item: Mapping[str, Any]) -> _Entry | None:
+        """The reported item that is this create's, reported before the create was noted:
+        the one with its id, or else the oldest unclaimed one that agrees with it."""
+        item_id = item.get("id")
+        if isinstance(item_id, str):
+            candidates = [item_id] if item_id in self._unclaimed else []
+        else:
+            candidates = list(self._unclaimed)
+        for key in candidates:
+            entry = self._by_id.get(key)
+            if entry is None:
+                del self._unclaimed[key]
+            elif _agrees(item, entry.item):
+                del self._unclaimed[key]
+                return entry
+        return None
 
     def _acknowledgement_of(self, item: Mapping[str, Any]) -> _Entry | None:
         """The unacknowledged create this reported item answers, if any (rule 3)."""
@@ -498,13 +551,55 @@ def _merge_config(current: Mapping[str, Any], update: Mapping[str, Any]) -> dict
         if isinstance(value, Mapping) and isinstance(old, Mapping) and not restart:
             merged[key] = _merge_config(old, value)
         else:
-            merged[key] = copy.deepcopy(dict(value) if isinstance(value, Mapping) else value)
+            merged[key] = _copy(dict(value) if isinstance(value, Mapping) else value)
     return merged
+
+
+def _too_deep(event: Mapping[str, Any]) -> bool:
+    """Whether ``event`` nests deeper than :data:`MAX_DEPTH` (no item of the service does;
+    a hostile one could): it is then not recorded, so that nothing here recurses without
+    bound (copies, merges, comparisons, the replay's encoding)."""
+    stack: list[tuple[Any, int]] = [(event, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            logger.warning(
+                "%s nested deeper than %d levels: not recorded", event.get("type"), MAX_DEPTH
+            )
+            return True
+        if isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, Mapping | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, Mapping | list))
+    return False
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of JSON-like data (mappings become dicts, lists stay lists), without
+    recursion."""
+    if not isinstance(value, Mapping | list):
+        return value
+    root: Any = {} if isinstance(value, Mapping) else []
+    stack: list[tuple[Any, Any]] = [(value, root)]
+    while stack:
+        source, target = stack.pop()
+        pairs = source.items() if isinstance(source, Mapping) else enumerate(source)
+        for key, child in pairs:
+            if isinstance(child, Mapping | list):
+                copied: Any = {} if isinstance(child, Mapping) else []
+                stack.append((child, copied))
+            else:
+                copied = child
+            if isinstance(target, dict):
+                target[key] = copied
+            else:
+                target.append(copied)
+    return root
 
 
 def _without_audio(item: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``item`` without audio bytes (never replayed, and large)."""
-    result = copy.deepcopy(dict(item))
+    result: dict[str, Any] = _copy(dict(item))
     content = result.get("content")
     if isinstance(content, list):
         result["content"] = [

@@ -49,14 +49,27 @@ class ConnectionLost(RealtimeError):
 
 
 class SessionRefused(ConnectionLost):
-    """The server refused the session before ``session.created`` (e.g. ``invalid_api_key``).
+    """The server refused the session before ``session.created``: with an ``error`` event
+    (e.g. ``invalid_api_key``) or at the WebSocket handshake, with an HTTP status (``401`` for
+    a refused key, ``404`` for a wrong path or a sideband's unknown call).
 
-    ``code`` is the server's error code (not a close code) and ``message`` its message.
+    ``code`` is the server's error code (not a close code) when it gave one, ``message`` its
+    message, and ``status`` the HTTP status of a refused handshake (else None).
     """
 
-    def __init__(self, code: str | None, message: str):
-        super().__init__(f"the server refused the session ({code}): {message}", code=code)
+    def __init__(
+        self,
+        code: str | None,
+        message: str,
+        *,
+        status: int | None = None,
+        description: str | None = None,
+    ):
+        super().__init__(
+            description or f"the server refused the session ({code}): {message}", code=code
+        )
         self.message = message
+        self.status = status
 
 
 class QueueFull(RealtimeError):

@@ -1,4 +1,8 @@
-"""open_session(): one Realtime connection run by three tasks in a nursery.
+"""open_session(): a Realtime session run by three tasks in a nursery.
+
+This module is the application-facing API (:class:`RealtimeSession`, most of its length is
+the API's documentation) and the gate's shell; the connections are :mod:`._connection`'s and
+``on_response`` runs in :mod:`._reporter`'s task.
 
 - the **reader** receives frames, parses and classifies them, gives every event to the
   subscribers, applies the ones the gate cares about to the :class:`Gate` at once (so the
@@ -13,20 +17,24 @@
 After feeding the gate, any task hands the gate's effects on at once (:meth:`_settle`): events
 to the writer's channel, state changes to tickets, ended responses to function-call turns.
 
-The first connection is opened by :func:`open_session`. When ``reconnect`` or
-``rollover_after`` asks for it, the reader moves the session to a new one in one step,
-:meth:`RealtimeSession._switch_connection`: the gate fails what went out on the old connection
-and pauses the queue, the writer waits, a new connection is opened (held open by a task of its
-own) and the configuration and conversation are replayed into it, then the writer and the
-queue resume. Nothing outlives the ``async with`` block.
+The connections themselves belong to a :class:`Connection` (:mod:`._connection`): the first
+one and every later one are opened the same way by the reader, and the writer waits on it
+until it may write. When ``reconnect`` or ``rollover_after`` asks for a new connection, the
+reader moves the session to it in one step, :meth:`RealtimeSession._switch`: the gate fails
+what went out on the old connection and pauses the queue, the writer waits, a new connection
+is opened and the configuration and conversation to replay are handed to the writer, which
+sends them before anything else; then the queue resumes. ``on_response`` runs in a reporter
+task of its own. Nothing outlives the ``async with`` block.
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import logging
 import math
-import random
-from collections.abc import AsyncIterator, Callable, Mapping
+import ssl
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, cast
 
@@ -34,7 +42,8 @@ import attrs
 import trio
 
 from ._codec import dump_event, parse_frame, to_wire
-from ._config import Reconnect, SessionConfig
+from ._config import SessionConfig
+from ._connection import Connect, Connection, ConnectionState
 from ._conversation import ConversationRecord
 from ._endpoints import Endpoint
 from ._errors import (
@@ -53,6 +62,7 @@ from ._events import (
     parse_error,
 )
 from ._gate import CancelTarget, Effects, Gate, Request
+from ._reporter import Reporter
 from ._statistics import LatencyRecorder, SessionStatistics
 from ._stream import EventStream
 from ._ticket import ResponseTicket
@@ -71,39 +81,20 @@ Event = dict[str, Any]
 class RealtimeSession:
     """A live Realtime session. Made by :func:`open_session`."""
 
-    def __init__(
-        self,
-        transport: Transport,
-        config: SessionConfig,
-        *,
-        connect: Callable[[], AbstractAsyncContextManager[Transport]] | None = None,
-    ) -> None:
+    def __init__(self, connect: Connect, config: SessionConfig, *, can_switch: bool) -> None:
         self.config = config
         #: The ``session`` object of the server's ``session.created`` (the latest connection's).
         self.server_session: Mapping[str, Any] = {}
-        # The connection: the first is given; a new one (reconnect, rollover) is opened with
-        # ``connect`` by the reader and held open by a task of its own (``_connection``).
-        self._transport = transport
-        self._connect = connect
-        self._connection: tuple[trio.Event, trio.Event] | None = None  # (release, closed)
+        #: Every connection of the session: opened by the reader, written by the writer.
+        self._conn = Connection(connect, config)
+        self._can_switch = can_switch
         self._nursery: trio.Nursery | None = None
-        self._live = trio.Event()  # set while a connection is open: the writer may send
-        self._live.set()
-        self._read_scope: trio.CancelScope | None = None
-        self._writing = False
         #: What a new connection replays; kept when the session may need one.
         self._record: ConversationRecord | None = None
         if config.reconnect is not None or config.rollover_after is not None:
             self._record = ConversationRecord()
-        self._rollover_at = math.inf
-        self._rollover_due = False
         self._fatal: SessionRefused | None = None  # a fatal error the server reported
-        self._connections = 0
-        self._connected_at = -math.inf  # when the latest new connection opened
-        self._tries = 0  # tries of the latest switch
-        self._reconnects = 0
-        self._rollovers = 0
-        self._replayed_items = 0
+        self._expired = False  # the server said session_expired
         self._gate = Gate(
             max_queue=config.max_queue,
             created_timeout=config.created_timeout,
@@ -130,6 +121,8 @@ class RealtimeSession:
         self._client_ids = 0
         self._latencies = LatencyRecorder()
         self._all_ended = trio.Event()  # set when the session has ended
+        #: Runs on_response in a task of its own (see its module).
+        self._reporter = Reporter(config.on_response)
         #: ``session.update`` events awaiting their ``session.updated``, oldest first.
         self._updates: list[_Update] = []
         #: The tool runner answering function calls, when the session was opened with tools.
@@ -329,10 +322,10 @@ class RealtimeSession:
             malformed_frames=self._malformed,
             subscribers=len(self._subscribers),
             latency=self._latencies.summary(),
-            connections=self._connections,
-            reconnects=self._reconnects,
-            rollovers=self._rollovers,
-            replayed_items=self._replayed_items,
+            connections=self._conn.opened,
+            reconnects=self._conn.reconnects,
+            rollovers=self._conn.rollovers,
+            replayed_items=self._conn.replayed_items,
         )
 
     @property
@@ -413,12 +406,7 @@ class RealtimeSession:
     def _ended(self, ticket: ResponseTicket) -> None:
         """A ticket ended: its latencies are recorded, and the application is told."""
         self._latencies.record(ticket.timings)
-        callback = self.config.on_response
-        if callback is not None:
-            try:
-                callback(ticket)
-            except Exception:
-                logger.exception("on_response raised; ignored")
+        self._reporter.report(ticket)
 
     def _end(self, error: RealtimeError) -> None:
         """The session is over: fail every waiting request and end every stream."""
@@ -437,85 +425,10 @@ class RealtimeSession:
             ended.set()
         for update in self._updates:
             update.fail(error)
-        self._live.set()  # a writer waiting for a new connection gives up
+        self._conn.end()  # a writer waiting for a new connection gives up
         self._all_ended.set()
 
     # ------------------------------------------------------------------ tasks
-
-    @asynccontextmanager
-    async def _running(
-        self, deadline: float, tools: ToolRegistry | ToolRunner | None = None
-    ) -> AsyncIterator[RealtimeSession]:
-        """Run the three tasks (and the tool runner) until the block ends; connected by
-        ``deadline``."""
-        with unwrap_lone_exception():
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                await nursery.start(self._writer)
-                await nursery.start(self._dispatcher)
-                try:
-                    with trio.fail_at(deadline):
-                        await nursery.start(self._reader)
-                except trio.TooSlowError:
-                    raise ConnectionLost("no session.created within connect_timeout") from None
-                if tools is not None:
-                    await self._start_tools(nursery, tools)
-                try:
-                    yield self
-                finally:
-                    self._end(SessionClosed("session closed"))
-                    self._outbox_send.close()
-                    with (
-                        trio.CancelScope(shield=True),
-                        trio.move_on_after(self.config.close_timeout),
-                    ):
-                        await self._writer_done.wait()
-                    # The reader stops reading and closes the connection gracefully, before
-                    # the tasks are cancelled.
-                    if self._read_scope is not None:
-                        self._read_scope.cancel()
-                    with (
-                        trio.CancelScope(shield=True),
-                        trio.move_on_after(2 * self.config.close_timeout),
-                    ):
-                        await self._reader_done.wait()
-                    await self._close_connection()
-                    nursery.cancel_scope.cancel()
-
-    async def _start_tools(self, nursery: trio.Nursery, tools: ToolRegistry | ToolRunner) -> None:
-        runner = tools if isinstance(tools, ToolRunner) else ToolRunner(tools)
-        self.tools = runner
-        await nursery.start(runner.run, self)
-        body: dict[str, Any] = {"tools": runner.registry.definitions(), "tool_choice": "auto"}
-        if self.server_session.get("type") == "realtime":  # GA requires the session's type
-            body["type"] = "realtime"
-        await self.send({"type": "session.update", "session": body})
-
-    async def _reader(self, *, task_status: trio.TaskStatus[None]) -> None:
-        try:
-            await self._wait_session_created()
-            self._connections = 1
-            self._arm_rollover()
-            task_status.started()
-            while True:
-                lost = await self._read()
-                if not await self._switch_connection(lost):
-                    return
-        finally:
-            await self._close_connection()
-            self._reader_done.set()
-
-    async def _read(self) -> ConnectionLost | None:
-        """Apply the connection's events until it is lost (returned), or until a planned switch
-        is due (None: :meth:`_switch_when_quiet` interrupted the read)."""
-        with trio.CancelScope() as self._read_scope:
-            while True:
-                try:
-                    data = await self._transport.receive()
-                except ConnectionLost as exc:
-                    return exc
-                self._take(data)
-        return None
 
     def _take(self, data: str | bytes) -> None:
         """One message of the connection: to the subscribers, the gate, the tickets."""
@@ -549,13 +462,86 @@ class RealtimeSession:
         error = parse_error(event)
         if error.code in FATAL_ERRORS:
             self._fatal = SessionRefused(error.code, error.message)
+        if error.code == "session_expired":
+            self._expired = True  # the close that follows is a loss to heal, whatever its code
         if self._updates:
             self._answer_update(event)
 
-    # ------------------------------------------------------------------ connections
+    @asynccontextmanager
+    async def _running(
+        self, deadline: float, tools: ToolRegistry | ToolRunner | None = None
+    ) -> AsyncIterator[RealtimeSession]:
+        """Run the three tasks, the reporter (and the tool runner) until the block ends;
+        connected by ``deadline``."""
+        with unwrap_lone_exception():
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self._writer)
+                await nursery.start(self._dispatcher)
+                await nursery.start(self._reporter.run)
+                await nursery.start(self._reader, deadline)
+                if tools is not None:
+                    await self._start_tools(nursery, tools)
+                try:
+                    yield self
+                finally:
+                    self._end(SessionClosed("session closed"))
+                    self._outbox_send.close()
+                    self._reporter.close()
+                    with (
+                        trio.CancelScope(shield=True),
+                        trio.move_on_after(self.config.close_timeout),
+                    ):
+                        await self._writer_done.wait()
+                    # The reader stops reading (or opening a new connection) and closes the
+                    # connection gracefully, before the tasks are cancelled.
+                    self._conn.stop()
+                    with (
+                        trio.CancelScope(shield=True),
+                        trio.move_on_after(self.config.close_timeout),
+                    ):
+                        await self._reader_done.wait()
+                    await self._conn.close()
+                    with (  # what ended with the session is reported too
+                        trio.CancelScope(shield=True),
+                        trio.move_on_after(self.config.close_timeout),
+                    ):
+                        await self._reporter.wait_done()
+                    nursery.cancel_scope.cancel()
 
-    async def _wait_session_created(self) -> None:
-        """Read the connection's first events up to ``session.created``.
+    async def _start_tools(self, nursery: trio.Nursery, tools: ToolRegistry | ToolRunner) -> None:
+        runner = tools if isinstance(tools, ToolRunner) else ToolRunner(tools)
+        self.tools = runner
+        await nursery.start(runner.run, self)
+        body: dict[str, Any] = {"tools": runner.registry.definitions(), "tool_choice": "auto"}
+        if self.server_session.get("type") == "realtime":  # GA requires the session's type
+            body["type"] = "realtime"
+        await self.send({"type": "session.update", "session": body})
+
+    async def _reader(self, deadline: float, *, task_status: trio.TaskStatus[None]) -> None:
+        """Open the first connection (by ``deadline``), then read every connection until the
+        session ends, switching to a new one when one is lost or a rollover is due."""
+        conn = self._conn
+        assert self._nursery is not None
+        try:
+            error = await conn.open(
+                self._nursery, self._handshake, lost=None, first=True, deadline=deadline
+            )
+            if error is not None:
+                raise error
+            conn.opened_with(())
+            self._settle()  # (the dispatcher's deadline: the rollover's)
+            task_status.started()
+            while True:
+                lost = await conn.read(self._take)
+                if not await self._switch(lost):
+                    return
+        finally:
+            await conn.close()
+            self._reader_done.set()
+
+    async def _handshake(self, transport: Transport) -> None:
+        """Read a new connection's first events up to ``session.created``.
 
         Raises ``SessionRefused`` when the server said why it refused the session (an
         ``error`` before it closed), else the ``ConnectionLost`` of the connection.
@@ -563,7 +549,7 @@ class RealtimeSession:
         refusal: SessionRefused | None = None  # what the server said before it closed
         while True:
             try:
-                data = await self._transport.receive()
+                data = await transport.receive()
             except ConnectionLost as exc:
                 if refusal is not None:
                     raise refusal from exc
@@ -582,67 +568,21 @@ class RealtimeSession:
             if event["type"] == "error":  # raised as the refusal if the server then closes
                 error = parse_error(event)
                 refusal = SessionRefused(error.code, error.message)
-                logger.info("error before session.created: %s", error.code)
-                continue
+                continue  # the refusal is raised when the server closes
             logger.warning("%s before session.created; skipped", event["type"])
 
-    async def _open_connection(self) -> None:
-        """Open a connection with ``connect`` and wait for its ``session.created``."""
-        assert self._nursery is not None
-        release = trio.Event()
-        closed = trio.Event()
-        self._connection = (release, closed)
-        try:
-            self._transport = await self._nursery.start(self._hold_connection, release, closed)
-            await self._wait_session_created()
-        except BaseException:
-            await self._close_connection()
-            raise
-        self._connections += 1
+    # ------------------------------------------------------------------ connections
 
-    async def _hold_connection(
-        self,
-        release: trio.Event,
-        closed: trio.Event,
-        *,
-        task_status: trio.TaskStatus[Transport],
-    ) -> None:
-        """Open one connection, and hold it open until ``release`` is set (or the session's
-        nursery is cancelled); then close it. Its own task, so that the transport's nursery
-        belongs to no other task's stack."""
-        assert self._connect is not None
-        try:
-            async with self._connect() as transport:
-                task_status.started(transport)
-                await release.wait()
-        finally:
-            closed.set()
-
-    async def _close_connection(self) -> None:
-        """Close the connection (gracefully, within ``close_timeout``): one ``connect`` opened
-        is released to its holder task; the first one (its opener closes it again, which does
-        nothing more) is closed here."""
-        connection, self._connection = self._connection, None
-        if connection is None:
-            await self._transport.aclose()
-            return
-        release, closed = connection
-        release.set()
-        with trio.CancelScope(shield=True), trio.move_on_after(2 * self.config.close_timeout):
-            await closed.wait()
-
-    async def _switch_connection(self, lost: ConnectionLost | None) -> bool:
+    async def _switch(self, lost: ConnectionLost | None) -> bool:
         """Move the session to a new connection: after an unexpected loss (``lost``) when
         ``config.reconnect`` allows it, or at a planned rollover (``lost`` None, the gate
         paused and quiet). Returns False when the session has ended instead.
 
         The gate fails what went out on the lost connection and pauses the queue; the writer
-        waits; the old connection is closed; a new one is opened (with backoff, up to
-        ``reconnect.attempts`` tries) and the configuration and conversation are replayed
-        into it (by this step itself, while the writer waits, so they come first); then the
-        writer and the queue resume.
+        waits; the connection opens a new one (with backoff, up to ``reconnect.attempts``
+        tries); the configuration and conversation to replay are handed to the writer, which
+        sends them before anything else; then the queue resumes.
         """
-        planned = lost is None
         if self._error is not None:  # the session is over: no new connection
             return False
         if lost is not None:
@@ -652,46 +592,18 @@ class RealtimeSession:
                 return False
             logger.warning("connection lost (%s): opening a new one", lost)
             self._gate.connection_lost(fresh(lost), now=trio.current_time())
-        if self._live.is_set():
-            self._live = trio.Event()
+        self._gate.pause()
         self._settle()
-        await self._close_connection()
-        policy = self.config.reconnect or Reconnect(attempts=1)
-        # A connection that dies within max_delay of opening counts as a failed try: the
-        # backoff goes on from where it was, and the tries are not counted afresh.
-        now = trio.current_time()
-        first = 0
-        if not planned and now - self._connected_at < policy.max_delay:
-            first = self._tries
-        error: ConnectionLost | None = lost
-        for attempt in range(first, policy.attempts):
-            self._tries = attempt + 1
-            if attempt or not planned:
-                await trio.sleep(policy.delay(attempt, random.random()))
-            try:
-                with trio.fail_after(self.config.connect_timeout):
-                    await self._open_connection()
-                    await self._replay()
-            except SessionRefused as exc:
-                self._end(exc)
-                return False
-            except (ConnectionLost, trio.TooSlowError) as exc:
-                logger.warning("new connection, try %d: %s", attempt + 1, exc)
-                error = exc if isinstance(exc, ConnectionLost) else ConnectionLost(str(exc))
-                await self._close_connection()
-                continue
-            break
-        else:
-            self._end(error or ConnectionLost("could not open a new connection"))
+        assert self._nursery is not None
+        self._expired = False
+        error = await self._conn.open(self._nursery, self._handshake, lost=lost)
+        if error is not None:
+            self._end(error)
             return False
-        self._connected_at = trio.current_time()
-        if planned:
-            self._rollovers += 1
-        else:
-            self._reconnects += 1
-        self._rollover_due = False
-        self._arm_rollover()
-        self._live.set()
+        if self._error is not None:  # the session ended while it was being opened
+            return False
+        self._conn.opened_with(self._replay())
+        self._wake_writer()
         self._gate.resume()
         self._settle()
         return True
@@ -699,52 +611,61 @@ class RealtimeSession:
     def _recoverable(self, lost: ConnectionLost) -> bool:
         return (
             self.config.reconnect is not None
-            and self._connect is not None
+            and self._can_switch
             and self._fatal is None
             and not isinstance(lost, SessionRefused)
-            and (lost.code is None or lost.code in _RECOVERABLE_CLOSES)
+            and (self._expired or lost.code is None or lost.code in _RECOVERABLE_CLOSES)
         )
 
-    async def _replay(self) -> None:
-        """Send the configuration and the conversation so far into the new connection."""
+    def _replay(self) -> list[tuple[str, bool]]:
+        """The configuration and the conversation so far, for the new connection."""
         if self._record is None:
-            return
+            return []
         ga = self.server_session.get("type") == "realtime"
         replay = self._record.replay(
             dialect="ga" if ga else "beta", max_items=self.config.replay_items
         )
-        for warning in replay.warnings:
+        for warning in replay.item_warnings:
             logger.warning("not replayed: %s", warning)
         if replay.dropped:
             logger.warning(
-                "%d oldest conversation items not replayed (replay_items)", replay.dropped
+                "not replayed: the %d oldest conversation items (replay_items=%d)",
+                replay.dropped,
+                self.config.replay_items,
             )
-        for event in replay.events:
-            await self._transport.send(dump_event(event))
-            if event.get("type") == "conversation.item.create":
-                self._replayed_items += 1
+        return [
+            (dump_event(event), event.get("type") == "conversation.item.create")
+            for event in replay.events
+        ]
 
-    def _arm_rollover(self) -> None:
-        if self.config.rollover_after is not None:
-            self._rollover_at = trio.current_time() + self.config.rollover_after
+    @property
+    def _rollover_at(self) -> float:
+        return self._conn.rollover_at
+
+    @property
+    def _rollover_due(self) -> bool:
+        return self._conn.state is ConnectionState.DRAINING
 
     def _rollover(self) -> None:
         """The connection is old enough: pause the queue and switch at the first quiet
         moment (no response running, none in flight, nothing being sent)."""
-        self._rollover_at = math.inf
-        self._rollover_due = True
+        self._conn.rollover_due()
         self._gate.pause()
         self._switch_when_quiet()
 
     def _switch_when_quiet(self) -> None:
-        if (
-            self._rollover_due
-            and self._gate.quiet
-            and not self._writing
-            and self._outbox_receive.statistics().current_buffer_used == 0
-            and self._read_scope is not None
-        ):
-            self._read_scope.cancel()  # the reader then switches
+        """When quiet, hand the writer the connection's last message: the switch begins when
+        the writer reaches it (what was handed to it before still goes on this connection)."""
+        if self._gate.quiet and self._conn.quiet():
+            self._put_mark(_Mark.SWITCH)
+
+    def _wake_writer(self) -> None:
+        """The writer has a replay to write even if nothing else comes."""
+        self._put_mark(_Mark.REPLAY)
+
+    def _put_mark(self, mark: _Mark) -> None:
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            self._outbox_send.send_nowait((mark, None))  # (unless the session is ending)
 
     def _answer_update(self, event: Event) -> None:
         """A ``session.updated`` answers the oldest update sent; an error names its own."""
@@ -810,44 +731,47 @@ class RealtimeSession:
                     finally:
                         if event is not None:
                             self._send_credits.release()
-                        if self._rollover_due:
-                            self._switch_when_quiet()
         finally:
             self._writer_done.set()
 
-    async def _write(self, text: str, event: Event | None) -> bool:
-        """Send one message; False when the session has ended.
+    async def _write(self, text: str | _Mark, event: Event | None) -> bool:
+        """Send one message (after the replay a new connection waits for); False when the
+        session has ended.
 
-        When the connection is lost and the session reconnects, an application's event goes
-        out on the new connection, after the replay (the old server never read it, or it is
-        gone with its conversation); the gate's own events (creates, cancels) belonged to the
-        lost connection and are dropped: the gate has failed their requests.
+        An application's event is noted in the conversation record before it is sent, so the
+        server's acknowledgement, whichever task sees it first, finds it there. When the
+        connection is lost and the session reconnects, an application's event the record
+        carries goes out in the replay; any other goes out on the new connection after the
+        replay (the old server never read it, or it is gone with its conversation); the
+        gate's own events (creates, cancels) belonged to the lost connection and are
+        dropped: the gate has failed their requests.
         """
+        conn = self._conn
+        recorded = False
         while True:
-            if not self._live.is_set():  # a new connection is being opened
-                await self._live.wait()
-            self._writing = True
-            transport = self._transport
+            transport = await conn.wait_writable()
+            if transport is None:
+                return False
             try:
+                for replayed, item in conn.take_replay():
+                    await transport.send(replayed)
+                    conn.replayed_items += item
+                if text is _Mark.SWITCH:
+                    conn.drained(self._gate.quiet)
+                    return True
+                if text is _Mark.REPLAY:
+                    return True
+                if event is not None and self._record is not None and not recorded:
+                    recorded = self._record.client_event(event)
                 await transport.send(text)
             except ConnectionLost as exc:
-                logger.info("send failed: %s", exc)
+                await conn.send_failed(transport, exc)
                 if self.config.reconnect is None or self._error is not None:
                     self._end(exc)
-                    await transport.aclose()  # wakes the reader
                     return False
-                if transport is self._transport and self._live.is_set():
-                    self._live = trio.Event()  # (not if the reader has switched already)
-                await transport.aclose()  # wakes the reader, which reconnects
-                if event is None:
-                    return True
+                if event is None or recorded:
+                    return True  # the gate's, or carried by the replay
                 continue
-            finally:
-                self._writing = False
-            if event is not None and self._record is not None:
-                # Recorded once written: what waits here during a switch is sent after the
-                # replay, not replayed too.
-                self._record.client_event(event)
             return True
 
 
@@ -871,7 +795,16 @@ class _Update:
             self.answered.set()
 
 
-_Outgoing = tuple[str, Event | None]
+class _Mark(enum.Enum):
+    """What the writer's channel carries besides messages."""
+
+    #: Write the new connection's replay (nothing else may be coming).
+    REPLAY = "replay"
+    #: The last message of a connection that is switched for a rollover.
+    SWITCH = "switch"
+
+
+_Outgoing = tuple[str | _Mark, Event | None]
 
 #: Closes after which a new connection may heal the session: going away (also the session
 #: cap, after ``session_expired``), abnormal, server error, restart, try again later.
@@ -925,20 +858,45 @@ async def open_session(
         target = Endpoint(target)
     if isinstance(target, Endpoint):
         endpoint = target
+        _warn_if_unverified(endpoint, config)
 
-        def connect() -> AbstractAsyncContextManager[Transport]:
-            opened_by = trio.current_time() + config.connect_timeout
+        def connect(opened_by: float) -> AbstractAsyncContextManager[Transport]:
             return open_websocket_transport(endpoint, config, deadline=opened_by)
 
-        async with open_websocket_transport(endpoint, config, deadline=deadline) as transport:
-            session = RealtimeSession(transport, config, connect=connect)
-            async with session._running(deadline, tools):
-                yield session
-    elif config.reconnect is not None or config.rollover_after is not None:
+        session = RealtimeSession(connect, config, can_switch=True)
+        async with session._running(deadline, tools):
+            yield session
+        return
+    if config.reconnect is not None or config.rollover_after is not None:
         raise ValueError("reconnect and rollover_after need an Endpoint or a URL to connect to")
-    else:
+    try:
+        session = RealtimeSession(_given(target), config, can_switch=False)
+        async with session._running(deadline, tools):
+            yield session
+    finally:
+        await target.aclose()
+
+
+def _warn_if_unverified(endpoint: Endpoint, config: SessionConfig) -> None:
+    """One WARNING per session whose ``ssl_context`` turns verification off for ``wss://``."""
+    context = config.ssl_context
+    if context is None or not endpoint.url.lower().startswith("wss:"):
+        return
+    if context.verify_mode == ssl.CERT_NONE or not context.check_hostname:
+        logger.warning(
+            "TLS certificate verification is off (SessionConfig.ssl_context): the server's "
+            "identity is not checked, and credentials may go to anyone on the path"
+        )
+
+
+def _given(transport: Transport) -> Connect:
+    """``connect`` for a transport opened by the caller: it, once (the session closes it)."""
+
+    @asynccontextmanager
+    async def connect(opened_by: float) -> AsyncIterator[Transport]:
         try:
-            async with RealtimeSession(target, config)._running(deadline, tools) as session:
-                yield session
+            yield transport
         finally:
-            await target.aclose()
+            await transport.aclose()
+
+    return connect

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections import deque
 
 import trio
@@ -25,30 +26,22 @@ from websockets.uri import parse_uri
 
 from ._config import SessionConfig
 from ._errors import ConnectionLost, fresh
-from ._transport import Stream, Target, Transport, close_then_drop, closed_on_error
+from ._transport_base import (
+    Connected,
+    RedactCredentials,
+    Stream,
+    Target,
+    close_then_drop,
+    closed_on_error,
+    refusal,
+)
 
 __all__ = ["open_transport"]
 
-_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key"})
-
-
-class _RedactCredentials(logging.Filter):
-    """``websockets`` logs every handshake header at DEBUG: keep credentials out."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if (
-            isinstance(args, tuple)
-            and len(args) == 2
-            and str(args[0]).lower() in _CREDENTIAL_HEADERS
-        ):
-            record.args = (args[0], "[redacted]")
-        return True
-
-
-#: The logger ``websockets`` reports the protocol to (handshake and frames, at DEBUG).
+#: The logger ``websockets`` reports the protocol to (handshake and frames, at DEBUG): the
+#: request line (with the URL's query) and every header; credentials are kept out.
 _protocol_logger = logging.getLogger(f"{__name__}.protocol")
-_protocol_logger.addFilter(_RedactCredentials())
+_protocol_logger.addFilter(RedactCredentials())
 
 
 class _WebsocketsTransport:
@@ -66,6 +59,7 @@ class _WebsocketsTransport:
         self._reading = False
         self._lost: ConnectionLost | None = None
         self._closed = False
+        self._pings: dict[bytes, trio.Event] = {}
 
     # ------------------------------------------------------------------ Transport
 
@@ -85,6 +79,29 @@ class _WebsocketsTransport:
                 raise fresh(self._lost)
             await self._read()
         return self._messages.popleft()
+
+    async def ping(self) -> None:
+        """Send a ping; wait for its pong (read by the session's reader)."""
+        if self._protocol.state is not State.OPEN:
+            await trio.lowlevel.checkpoint()
+            raise self._connection_lost()
+        payload = os.urandom(4)
+        answered = self._pings[payload] = trio.Event()
+        try:
+            self._protocol.send_ping(payload)
+            await self._flush()
+            await answered.wait()
+        finally:
+            self._pings.pop(payload, None)
+        if self._lost is not None:
+            raise fresh(self._lost)
+
+    async def abort(self, lost: ConnectionLost) -> None:
+        if self._lost is None:
+            self._lost = lost
+        for answered in self._pings.values():
+            answered.set()
+        await trio.aclose_forcefully(self._stream)  # wakes the reader
 
     async def aclose(self) -> None:
         if self._closed:
@@ -180,10 +197,16 @@ class _WebsocketsTransport:
                 if event.fin:
                     data, self._fragments = b"".join(self._fragments), []
                     self._messages.append(_message(data, self._fragmented_text))
+            elif opcode is Opcode.PONG:
+                answered = self._pings.get(bytes(event.data))
+                if answered is not None:
+                    answered.set()
 
     def _end(self) -> None:
         if self._lost is None:
             self._lost = self._connection_lost()
+        for answered in self._pings.values():
+            answered.set()
 
     def _connection_lost(self) -> ConnectionLost:
         if self._lost is not None:
@@ -208,8 +231,11 @@ def _message(data: bytes, text: bool) -> str | bytes:
 
 async def open_transport(
     nursery: trio.Nursery, stream: Stream, target: Target, config: SessionConfig
-) -> Transport:
-    """The WebSocket handshake over ``stream``; its errors mapped to ``ConnectionLost``."""
+) -> Connected:
+    """The WebSocket handshake over ``stream``; an HTTP refusal raises ``SessionRefused``,
+    other failures ``ConnectionLost``. Messages that came in the same reads as the response
+    are kept, even when the server closed right after them (an ``invalid_api_key`` error
+    and the close can share the response's read): the session reads them, then the loss."""
     scheme = "wss" if target.secure else "ws"
     protocol = ClientProtocol(
         parse_uri(f"{scheme}://{target.host_header}{target.resource}"),
@@ -237,9 +263,11 @@ async def open_transport(
             transport._take(protocol.events_received())
         error = protocol.handshake_exc
         if isinstance(error, InvalidStatus):
-            status = error.response.status_code
-            raise ConnectionLost(f"handshake with {target.host} rejected: HTTP {status}") from error
-        if error is not None or protocol.state is not State.OPEN:
-            reason = error or "the connection closed"
+            response = error.response
+            raise refusal(target, response.status_code, response.body) from error
+        if error is not None or protocol.state is State.CONNECTING:
+            reason = error or "the server closed the connection"
             raise ConnectionLost(f"handshake with {target.host} failed: {reason}") from error
+        if protocol.state is not State.OPEN:
+            transport._end()  # closed at once: what came first is still read
     return transport

@@ -1,0 +1,54 @@
+"""Credentials never reach a log line (issue 18, item 6): an API key in the URL's query, or in
+a header the library does not know by name, is redacted in every record the library and its
+WebSocket libraries log, on every connect and rollover, on both transports."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+import trio.testing
+
+from trio_realtime import Endpoint, SessionConfig, open_session
+from trio_realtime._transport_base import redact_query
+from trio_realtime.testing import open_fake_server
+
+pytestmark = pytest.mark.usefixtures("transport")
+
+SECRETS = ("sk-query-SECRET", "apim-SECRET", "bearer-SECRET", "cookie-SECRET")
+
+
+async def test_no_credential_in_any_log_line(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = SessionConfig(rollover_after=30)
+    with trio.fail_after(300), caplog.at_level(logging.DEBUG):
+        async with open_fake_server() as server:
+            endpoint = Endpoint(
+                f"{server.url}&api-key={SECRETS[0]}",
+                [
+                    ("Ocp-Apim-Subscription-Key", SECRETS[1]),
+                    ("Authorization", f"Bearer {SECRETS[2]}"),
+                    ("Cookie", f"session={SECRETS[3]}"),
+                ],
+            )
+            async with open_session(endpoint, config=config) as session:
+                await session.request_response().wait_done()
+                await trio.sleep(40)  # a rollover: a second connect
+                assert session.statistics().rollovers == 1
+    # (The fake server's own records are the test kit's, not the client's.)
+    client = [r for r in caplog.records if not r.name.startswith("trio_realtime.testing")]
+    assert client, "the test must see the client's DEBUG records"
+    for record in client:
+        line = record.getMessage()
+        assert not any(secret in line for secret in SECRETS), (record.name, line)
+
+
+def test_redact_query_keeps_only_harmless_parameters() -> None:
+    assert redact_query("GET /v1/realtime?model=gpt&api-key=abc&subscription-key=def HTTP/1.1") == (
+        "GET /v1/realtime?model=gpt&api-key=<redacted>&subscription-key=<redacted> HTTP/1.1"
+    )
+    assert redact_query("/openai/realtime?api-version=2025&deployment=d") == (
+        "/openai/realtime?api-version=2025&deployment=d"
+    )
