@@ -4,6 +4,7 @@ responses — one active response at a time, nothing lost."""
 from ._config import Reconnect as Reconnect
 from ._config import SessionConfig as SessionConfig
 from ._endpoints import Endpoint as Endpoint
+from ._errors import CallEnded as CallEnded
 from ._errors import ConnectionLost as ConnectionLost
 from ._errors import EventBufferOverflow as EventBufferOverflow
 from ._errors import QueueFull as QueueFull
@@ -34,6 +35,7 @@ from ._transport import Transport as Transport
 __version__ = "0.1.0"
 
 __all__ = [
+    "CallEnded",
     "ConnectionLost",
     "Endpoint",
     "EventBufferOverflow",

@@ -220,6 +220,14 @@ class Endpoint:
         _check_headers(self.headers)
 
     @property
+    def call_id(self) -> str | None:
+        """The call this endpoint attaches to (its URL's ``call_id`` parameter): a sideband,
+        which joins a call's session instead of opening one. None for a session of its own."""
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.url).query)
+        values = query.get("call_id")
+        return values[0] if values else None
+
+    @property
     def has_credentials(self) -> bool:
         """Whether a header or a query parameter may carry a credential: any that is not
         known to be harmless (:data:`HARMLESS_HEADERS`, :data:`HARMLESS_PARAMS`)."""
@@ -236,15 +244,24 @@ class Endpoint:
         model: str = _DEFAULT_MODEL,
         beta: bool = False,
         url: str = _OPENAI_URL,
+        call_id: str | None = None,
     ) -> Endpoint:
         """OpenAI: ``wss://api.openai.com/v1/realtime?model=...`` with a bearer key.
 
         ``beta=True`` adds ``OpenAI-Beta: realtime=v1`` (the beta protocol's event names).
-        Raises ``ValueError`` for an empty ``api_key`` or ``model`` (or one holding whitespace).
+        With ``call_id`` (a SIP or WebRTC call's ``rtc_...`` id): the call's sideband,
+        ``wss://api.openai.com/v1/realtime?call_id=...``, with no model (the call has its
+        session already; GA only). Raises ``ValueError`` for an empty ``api_key``, ``model``
+        or ``call_id`` (or one holding whitespace), or ``beta`` with ``call_id``.
         """
         _check_text(api_key, "api_key")
         _check_text(model, "model")
         headers = [("Authorization", f"Bearer {api_key}")]
+        if call_id is not None:
+            _check_text(call_id, "call_id")
+            if beta:
+                raise ValueError("calls exist in the GA protocol only: beta=True with call_id")
+            return cls(_with_query(url, call_id=call_id), headers)
         if beta:
             headers.append(("OpenAI-Beta", "realtime=v1"))
         return cls(_with_query(url, model=model), headers)
@@ -254,10 +271,11 @@ class Endpoint:
         cls,
         endpoint: str,
         *,
-        deployment: str,
+        deployment: str | None = None,
         api_key: str | None = None,
         token: str | None = None,
         api_version: str | None = None,
+        call_id: str | None = None,
     ) -> Endpoint:
         """Azure OpenAI. ``endpoint`` is ``https://<resource>.openai.azure.com`` or the bare
         resource name.
@@ -266,17 +284,27 @@ class Endpoint:
         (e.g. ``"2025-04-01-preview"``): the preview URL
         ``/openai/realtime?api-version=...&deployment=...``. Authenticate with ``api_key``
         (header ``api-key``) or an Entra ID ``token`` (``Authorization: Bearer``; scope
-        ``https://cognitiveservices.azure.com/.default``). Raises ``ValueError`` naming the
-        argument that is empty or malformed.
+        ``https://cognitiveservices.azure.com/.default``). ``deployment`` is required, except
+        with ``call_id``: then the URL is the call's sideband on the GA path,
+        ``/openai/v1/realtime?call_id=...`` (no deployment: the call has its session already;
+        no ``api_version``). Raises ``ValueError`` naming the argument that is empty, malformed
+        or missing.
         """
         if (api_key is None) == (token is None):
             raise ValueError("give exactly one of api_key or token")
+        if call_id is not None:
+            _check_text(call_id, "call_id")
+            if api_version is not None:
+                raise ValueError("a call's sideband is on the GA URL: give no api_version")
+        elif deployment is None:
+            raise ValueError("deployment is required (unless call_id is given)")
         if api_key is not None:
             _check_text(api_key, "api_key")
         if token is not None:
             _check_text(token, "token")
         _check_text(endpoint, "endpoint")
-        _check_text(deployment, "deployment")
+        if deployment is not None:
+            _check_text(deployment, "deployment")
         if api_version is not None:
             _check_text(api_version, "api_version")
         if "://" not in endpoint and "." not in endpoint:
@@ -295,9 +323,13 @@ class Endpoint:
             raise ValueError("endpoint port must be a number from 1 to 65535") from None
         scheme = "ws" if parts.scheme.lower() in ("http", "ws") else "wss"
         base = f"{scheme}://{parts.netloc}"
-        if api_version is None:
+        if call_id is not None:
+            url = _with_query(f"{base}/openai/v1/realtime", call_id=call_id)
+        elif api_version is None:
+            assert deployment is not None
             url = _with_query(f"{base}/openai/v1/realtime", model=deployment)
         else:
+            assert deployment is not None
             url = _with_query(
                 f"{base}/openai/realtime", **{"api-version": api_version, "deployment": deployment}
             )

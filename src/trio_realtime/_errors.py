@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 __all__ = [
+    "CallEnded",
     "ConnectionLost",
     "EventBufferOverflow",
     "QueueFull",
@@ -70,6 +71,30 @@ class SessionRefused(ConnectionLost):
         )
         self.message = message
         self.status = status
+
+
+class CallEnded(SessionRefused):
+    """A sideband's call is over, or never was: the service refused to attach to it (HTTP 404
+    ``call_id_not_found`` at the handshake, the first one or a re-attach after a drop) or said
+    so with an ``error`` event. ``code`` is the service's (``call_id_not_found``);
+    ``call_id`` the call's. A :class:`SessionRefused`, so never tried again."""
+
+    def __init__(
+        self,
+        code: str | None,
+        message: str,
+        *,
+        call_id: str | None = None,
+        status: int | None = None,
+        description: str | None = None,
+    ):
+        super().__init__(
+            code,
+            message,
+            status=status,
+            description=description or f"the call has ended ({code}): {message}",
+        )
+        self.call_id = call_id
 
 
 class QueueFull(RealtimeError):

@@ -47,6 +47,7 @@ from ._connection import Connect, Connection, ConnectionState
 from ._conversation import ConversationRecord
 from ._endpoints import Endpoint
 from ._errors import (
+    CallEnded,
     ConnectionLost,
     RealtimeError,
     ResponseRejected,
@@ -81,17 +82,28 @@ Event = dict[str, Any]
 class RealtimeSession:
     """A live Realtime session. Made by :func:`open_session`."""
 
-    def __init__(self, connect: Connect, config: SessionConfig, *, can_switch: bool) -> None:
+    def __init__(
+        self,
+        connect: Connect,
+        config: SessionConfig,
+        *,
+        can_switch: bool,
+        call_id: str | None = None,
+    ) -> None:
         self.config = config
-        #: The ``session`` object of the server's ``session.created`` (the latest connection's).
+        #: The ``session`` object of the server's ``session.created`` (the latest connection's;
+        #: on a sideband, which may get none, ``{}`` until one comes).
         self.server_session: Mapping[str, Any] = {}
+        #: The call this session is the sideband of (see :func:`open_session`), else None.
+        self.call_id = call_id
         #: Every connection of the session: opened by the reader, written by the writer.
         self._conn = Connection(connect, config)
         self._can_switch = can_switch
         self._nursery: trio.Nursery | None = None
         #: What a new connection replays; kept when the session may need one.
         self._record: ConversationRecord | None = None
-        if config.reconnect is not None or config.rollover_after is not None:
+        # (A sideband re-attaches to a conversation the service keeps: nothing to replay.)
+        if call_id is None and (config.reconnect is not None or config.rollover_after is not None):
             self._record = ConversationRecord()
         self._fatal: SessionRefused | None = None  # a fatal error the server reported
         self._expired = False  # the server said session_expired
@@ -442,6 +454,9 @@ class RealtimeSession:
             self._publish(event)
         if self._record is not None:
             self._record.server_event(event)
+        if event["type"] == "session.created":  # (a sideband's, if the service sends one)
+            session = event.get("session")
+            self.server_session = session if isinstance(session, Mapping) else {}
         if kind is EventKind.OTHER:
             return
         request = self._gate.receive_event(event, now=trio.current_time())
@@ -462,6 +477,8 @@ class RealtimeSession:
         error = parse_error(event)
         if error.code in FATAL_ERRORS:
             self._fatal = SessionRefused(error.code, error.message)
+        if self.call_id is not None and error.code in _CALL_ENDED_CODES:
+            self._fatal = CallEnded(error.code, error.message, call_id=self.call_id)
         if error.code == "session_expired":
             self._expired = True  # the close that follows is a loss to heal, whatever its code
         if self._updates:
@@ -514,7 +531,8 @@ class RealtimeSession:
         self.tools = runner
         await nursery.start(runner.run, self)
         body: dict[str, Any] = {"tools": runner.registry.definitions(), "tool_choice": "auto"}
-        if self.server_session.get("type") == "realtime":  # GA requires the session's type
+        # GA requires the session's type (calls are GA only).
+        if self.server_session.get("type") == "realtime" or self.call_id is not None:
             body["type"] = "realtime"
         await self.send({"type": "session.update", "session": body})
 
@@ -528,7 +546,7 @@ class RealtimeSession:
                 self._nursery, self._handshake, lost=None, first=True, deadline=deadline
             )
             if error is not None:
-                raise error
+                raise self._call_ended(error)
             conn.opened_with(())
             self._settle()  # (the dispatcher's deadline: the rollover's)
             task_status.started()
@@ -545,7 +563,13 @@ class RealtimeSession:
 
         Raises ``SessionRefused`` when the server said why it refused the session (an
         ``error`` before it closed), else the ``ConnectionLost`` of the connection.
+
+        A sideband (attached to a call) reads nothing: the call's session exists already and
+        the service may send no ``session.created``; one that comes is taken by the reader.
         """
+        if self.call_id is not None:
+            await trio.lowlevel.checkpoint()
+            return
         refusal: SessionRefused | None = None  # what the server said before it closed
         while True:
             try:
@@ -598,7 +622,7 @@ class RealtimeSession:
         self._expired = False
         error = await self._conn.open(self._nursery, self._handshake, lost=lost)
         if error is not None:
-            self._end(error)
+            self._end(self._call_ended(error))
             return False
         if self._error is not None:  # the session ended while it was being opened
             return False
@@ -609,13 +633,34 @@ class RealtimeSession:
         return True
 
     def _recoverable(self, lost: ConnectionLost) -> bool:
+        # A sideband's close says nothing about the call (hang-up and a proxy restart both
+        # close with 1000): the re-attach answers it, refused with call_id_not_found once the
+        # call is over.
         return (
             self.config.reconnect is not None
             and self._can_switch
             and self._fatal is None
             and not isinstance(lost, SessionRefused)
-            and (self._expired or lost.code is None or lost.code in _RECOVERABLE_CLOSES)
+            and (
+                self.call_id is not None
+                or self._expired
+                or lost.code is None
+                or lost.code in _RECOVERABLE_CLOSES
+            )
         )
+
+    def _call_ended(self, error: RealtimeError) -> RealtimeError:
+        """On a sideband, a refusal naming an ended call is :class:`CallEnded`."""
+        if (
+            self.call_id is None
+            or not isinstance(error, SessionRefused)
+            or isinstance(error, CallEnded)
+            or error.code not in _CALL_ENDED_CODES
+        ):
+            return error
+        ended = CallEnded(error.code, error.message, call_id=self.call_id, status=error.status)
+        ended.__cause__ = error.__cause__
+        return ended
 
     def _replay(self) -> list[tuple[str, bool]]:
         """The configuration and the conversation so far, for the new connection."""
@@ -809,6 +854,8 @@ _Outgoing = tuple[str | _Mark, Event | None]
 #: Closes after which a new connection may heal the session: going away (also the session
 #: cap, after ``session_expired``), abnormal, server error, restart, try again later.
 _RECOVERABLE_CLOSES = frozenset({1001, 1006, 1011, 1012, 1013})
+#: The service's error codes that say a sideband's call is over (or never was).
+_CALL_ENDED_CODES = frozenset({"call_id_not_found"})
 
 
 def _ticket_of(request: Request) -> ResponseTicket:
@@ -835,6 +882,21 @@ async def open_session(
     connection. If the server breaks the connection, the block is not interrupted: pending and
     later calls raise ``ConnectionLost``. Leaving the block raises nothing but the block's
     own exception, bare.
+
+    **A call's sideband** (an :class:`Endpoint` whose URL names a ``call_id``:
+    ``Endpoint.openai(key, call_id=...)``, ``Endpoint.azure(..., call_id=...)``) attaches to
+    the session of a SIP or WebRTC call the application has accepted: it does not wait for a
+    ``session.created`` the service may never send (``server_session`` takes one that comes);
+    configure with :meth:`RealtimeSession.update_session`, whose answer confirms. Responses the
+    caller's leg starts (voice activity, a browser's data channel) hold the slot like any the
+    server starts; the application's requests queue behind them. An unknown or ended call
+    raises :class:`CallEnded` (``code`` ``call_id_not_found``). With ``reconnect``, *any* close
+    of the sideband, a clean 1000 too (a proxy restart looks like a hang-up), re-attaches to
+    the call with backoff, replaying nothing (the conversation lives in the service; queued
+    requests wait and go out on the new sideband); the re-attach tells a drop from the call's
+    end: refused with ``call_id_not_found``, the session ends with :class:`CallEnded`, as it
+    does when the service sends that error. Without ``reconnect`` a close ends the session with
+    its ``ConnectionLost`` (``code`` the close code).
 
     With ``tools`` (a :class:`ToolRegistry`, or a :class:`ToolRunner` around one), the
     session sends the tools' definitions in a ``session.update`` and answers every function
@@ -863,7 +925,7 @@ async def open_session(
         def connect(opened_by: float) -> AbstractAsyncContextManager[Transport]:
             return open_websocket_transport(endpoint, config, deadline=opened_by)
 
-        session = RealtimeSession(connect, config, can_switch=True)
+        session = RealtimeSession(connect, config, can_switch=True, call_id=endpoint.call_id)
         async with session._running(deadline, tools):
             yield session
         return
