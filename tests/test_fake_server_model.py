@@ -6,6 +6,7 @@ import base64
 import json
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -665,6 +666,20 @@ def test_audio_formats(audio_format: Any, ga: dict[str, Any], beta: str, silence
     assert from_beta(beta) is audio_format
     assert audio_format.silence_of(10) == bytes([silence]) * (10 * audio_format.bytes_per_ms)
     assert audio_format.duration_ms(audio_format.bytes_per_ms * 250) == 250
+
+
+def test_the_fake_servers_formats_are_the_librarys() -> None:
+    """One definition of the three formats: the fake server's are the library's (names in both
+    dialects, bytes a millisecond) with the byte of silence added, and what the fake server
+    names, the library reads back as the same format."""
+    from trio_realtime import _audio as library
+    from trio_realtime.testing import _audio as fake
+
+    for ours, theirs in zip(fake.FORMATS, library.FORMATS, strict=True):
+        assert isinstance(ours, library.AudioFormat)
+        assert attrs.asdict(ours, filter=lambda a, v: a.name != "silence") == attrs.asdict(theirs)
+        assert library.format_of_session({"audio": {"output": {"format": ours.ga()}}}) is theirs
+        assert library.format_of_response({"output_audio_format": ours.beta_name}) is theirs
 
 
 def test_default_script_speaks_in_the_session_format() -> None:

@@ -70,6 +70,8 @@ def test_every_python_example_passes_mypy_strict(tmp_path: Path) -> None:
         "reconnect.py",
         "test_my_agent.py",
         "test_sdk_app.py",
+        "test_phone_agent.py",
+        "test_out_of_process.py",
     } <= set(examples)
 
 
@@ -193,6 +195,32 @@ def test_the_controls_say_which_are_coroutines() -> None:
     public = {n for n in dir(FakeConnection) if not n.startswith("_")}
     missing = public - set(_named(first_cells))
     assert not missing, f"FakeConnection controls missing from the README's table: {missing}"
+
+
+def test_every_behavior_knob_is_in_the_table() -> None:
+    import attrs
+
+    from trio_realtime.testing import Behavior
+
+    table = _section("### The fake server").split("**`Behavior` knobs**", 1)[1]
+    table = table.split("**Controls**", 1)[0]
+    listed = set(re.findall(r"^\| `([a-z_]+)` \[", table, re.M))
+    missing = {field.name for field in attrs.fields(Behavior)} - listed
+    assert not missing, f"Behavior knobs missing from the README's table: {missing}"
+
+
+def test_the_fake_server_examples_pass(pytester: pytest.Pytester) -> None:
+    """The call-mode example (REST through the ``openai`` package, a sideband through
+    ``open_session``) and the out-of-process one."""
+    pytest.importorskip("openai")
+    examples = _python_blocks()
+    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    pytester.makepyfile(
+        test_phone_agent=examples["test_phone_agent.py"],
+        test_out_of_process=examples["test_out_of_process.py"],
+    )
+    result = pytester.runpytest_subprocess("-W", "error")
+    result.assert_outcomes(passed=2)
 
 
 def test_the_openai_sdk_example_passes(pytester: pytest.Pytester) -> None:
