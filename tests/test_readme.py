@@ -68,6 +68,7 @@ def test_every_python_example_passes_mypy_strict(tmp_path: Path) -> None:
         "vad.py",
         "endpoints.py",
         "reconnect.py",
+        "call.py",
         "test_my_agent.py",
         "test_sdk_app.py",
         "test_phone_agent.py",
@@ -134,6 +135,65 @@ async def test_the_reconnect_example_runs() -> None:
             session = await _module("reconnect.py")["agent"](server.url)
             assert session.config.reconnect is not None
             assert session.statistics().completed == 1
+
+
+async def test_the_call_example_runs() -> None:
+    """The whole call flow, against the fake server's call mode: the webhook, the accept (which
+    keeps G.711), the sideband, a greeting while the caller talks, two tool calls, the hang-up."""
+    from openai import AsyncOpenAI
+
+    from trio_realtime.testing import default_script
+
+    spoken = 0
+
+    def script(body: Mapping[str, Any]) -> Script:
+        nonlocal spoken
+        if "instructions" in body:  # the application's say()
+            return default_script(body)
+        if "metadata" in body:  # a tool follow-up
+            return Script(text="Your order has shipped.")
+        spoken += 1  # the caller spoke
+        if spoken == 1:
+            return Script(
+                text=None, function_calls=(FunctionCall("order_status", '{"order": "A-17"}'),)
+            )
+        return Script(text=None, function_calls=(FunctionCall("end_call", "{}"),))
+
+    with trio.fail_after(20):
+        async with open_fake_server() as server:
+            server.behavior.script = script
+            call = server.incoming_call()
+            client = AsyncOpenAI(api_key="sk-test", base_url=server.rest_base_url, max_retries=0)
+            handler = _module("call.py")["on_incoming_call"]
+            said: list[str] = []
+
+            async def answer() -> None:
+                said.extend(
+                    await handler(
+                        call.webhook,
+                        client,
+                        api_key="sk-test",
+                        url=server.sideband_url(call).split("?")[0],
+                    )
+                )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(answer)
+                await call.wait_sidebands(1)
+                await call.connection.start_response()  # "Where is my order A-17?"
+                await call.connection.start_response()  # "Thanks, that's all."
+                await call.wait_state("ended")
+            await client.close()
+            assert said == ["Thanks for calling. How can I help?", "Goodbye!"]
+            assert call.ended_by == "hung_up"
+            assert call.session is not None
+            assert call.session["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+            outputs = [
+                e["item"]["output"]
+                for e in call.connection.received
+                if e["type"] == "conversation.item.create"
+            ]
+            assert outputs == ['{"order": "A-17", "status": "shipped"}', "ok"]
 
 
 # ---------------------------------------------------------------- the API and the test kit
