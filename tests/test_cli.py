@@ -109,6 +109,38 @@ def test_demo_explains_a_request_already_in_flight(capsys: pytest.CaptureFixture
         assert "session.cancel_response()" in notes
 
 
+def test_demo_call_plays_a_whole_call_with_no_conflict_reaching_the_app(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo", "--call"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "playing a phone call" in out
+    assert re.search(r"service +webhook realtime\.call\.incoming: rtc_", out)
+    assert re.search(r"app +POST \.\.\./calls/rtc_\w+/accept -> 200", out)
+    assert "audio/pcmu in, audio/pcmu out" in out
+    # The caller keeps talking; the data channel starts one; the app greets and answers a tool.
+    assert len(re.findall(r"caller +\".*\" -> voice activity starts", out)) == 4
+    assert re.search(r"response\.done \w+ \(datachan, completed\)", out)
+    assert re.search(r'\(app, completed\) "Thanks for calling the shop', out)
+    assert "calls order_status" in out
+    assert re.search(r'\(app, completed\) "Your order A-17 shipped', out)
+    # The sideband drops, re-attaches, and the call ends with a hang-up the session reports.
+    assert "restarts: the sideband is closed cleanly (1000)" in out
+    assert "re-attached to the call" in out
+    assert re.search(r"hangup -> 200", out)
+    assert "CallEnded (call_id_not_found)" in out
+    assert "conflicts surfaced to the app 0" in out
+    assert "requests 4, completed 4, lost 0" in out
+    assert "re-attaches 1, items replayed 0, duplicate items 0" in out
+    assert "Traceback" not in captured.err
+
+
+def test_demo_call_is_the_fake_servers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--call", "--url", "ws://127.0.0.1:1/v1/realtime"]) == 2
+    assert "demo --call plays a call on the embedded fake server" in capsys.readouterr().err
+
+
 def test_demo_beta_dialect(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--fake", "--beta"]) == 0
     assert "fake Realtime server (beta)" in capsys.readouterr().out
@@ -303,6 +335,9 @@ def test_demo_and_chat_run_without_the_extras() -> None:
     chat = run_cli(["chat"], stdin="hi\n")
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout == "(fake server) You said: hi\n"
+    call = run_cli(["demo", "--call"])
+    assert call.returncode == 0, call.stderr
+    assert "conflicts surfaced to the app 0" in call.stdout
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

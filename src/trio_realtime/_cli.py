@@ -3,7 +3,7 @@
 Three commands: ``demo`` (colliding requests served one at a time, explained), ``chat`` (a
 text conversation in the terminal) and ``bench`` (the quick benchmarks as a table). ``demo``
 and ``chat`` run against the embedded fake server unless ``--url`` or the environment names a
-real endpoint.
+real endpoint; ``demo --call`` (a phone call, :mod:`._cli_call`) always on the fake server.
 
 Everything the user should read goes to stdout (results) or stderr (progress, errors). A
 mistake in the command line, the environment or the endpoint ends in one line on stderr and a
@@ -28,6 +28,7 @@ import trio
 import trio_websocket
 
 from ._cli_bench import BENCHMARKS, run_bench
+from ._cli_call import run_call_demo
 from ._cli_chat import run_chat
 from ._cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Target, UsageError
 from ._cli_demo import run_demo
@@ -365,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     _add_endpoint_options(demo)
+    demo.add_argument(
+        "--call",
+        action="store_true",
+        help="play a phone call on the embedded fake server instead: the caller keeps talking, "
+        "the app greets, answers a tool call, loses and re-attaches its sideband, hangs up",
+    )
     _add_verbose(demo)
     demo.set_defaults(command_parser=demo)
 
@@ -432,6 +439,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.command == "bench":
                 return run_bench(args)
+            if args.command == "demo" and args.call:
+                if args.url is not None or args.beta:
+                    raise UsageError(
+                        "demo --call plays a call on the embedded fake server (GA): "
+                        "give no --url or --beta"
+                    )
+                return run_async(run_call_demo, guarded(sys.stdout), target=Target(None))
             target = resolve_target(args, os.environ)
             if args.command == "demo":
                 return run_async(run_demo, target, guarded(sys.stdout), target=target)

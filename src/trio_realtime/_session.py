@@ -614,7 +614,10 @@ class RealtimeSession:
             if not self._recoverable(lost):
                 self._end(self._fatal or lost)
                 return False
-            logger.warning("connection lost (%s): opening a new one", lost)
+            if self.call_id is not None:
+                logger.warning("sideband closed (%s): re-attaching to the call", lost)
+            else:
+                logger.warning("connection lost (%s): opening a new one", lost)
             self._gate.connection_lost(fresh(lost), now=trio.current_time())
         self._gate.pause()
         self._settle()
