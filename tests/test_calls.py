@@ -194,7 +194,11 @@ async def test_the_callers_responses_hold_the_slot_and_the_greeting_queues_behin
                 assert (stats.completed, stats.failed, stats.rejected) == (1, 0, 0)
 
 
-async def test_a_clean_close_re_attaches_without_replay_and_queued_requests_survive() -> None:
+@pytest.mark.parametrize("how", ["close", "abort"])
+async def test_a_lost_sideband_re_attaches_without_replay_and_queued_requests_survive(
+    how: str,
+) -> None:
+    """A clean close (1000, a proxy restart) and a drop (1006) alike."""
     with trio.fail_after(10):
         async with open_fake_server() as server:
             call = await accepted(server)
@@ -221,7 +225,7 @@ async def test_a_clean_close_re_attaches_without_replay_and_queued_requests_surv
                     await trio.testing.wait_all_tasks_blocked()
                     assert queued.state is TicketState.QUEUED
                     # A proxy restarts: the sideband is closed cleanly (1000); the call goes on.
-                    await call.sidebands[0].close()
+                    await getattr(call.sidebands[0], how)()
                     await call.wait_sidebands(1)
                 await call.connection.finish_response(caller)
                 server.behavior.auto_finish = True
@@ -408,3 +412,8 @@ async def test_a_whole_call() -> None:
             assert "conversation.item.create" not in second
             assert "session.update" not in second
             assert call.ended_by == "hung_up"
+            # The tools were configured on the sideband (GA: with the session's type).
+            updates = [e for e in call.sidebands[0].received if e["type"] == "session.update"]
+            assert updates
+            assert all(u["session"]["type"] == "realtime" for u in updates)
+            assert [t["name"] for t in call.connection.session["tools"]] == ["order_status"]
