@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_realtime import Endpoint, SessionConfig, open_session
+from trio_realtime import Endpoint, SessionConfig, SessionRefused, open_session
 from trio_realtime._transport_base import redact_query
 from trio_realtime.testing import open_fake_server
 
@@ -52,3 +52,25 @@ def test_redact_query_keeps_only_harmless_parameters() -> None:
     assert redact_query("/openai/realtime?api-version=2025&deployment=d") == (
         "/openai/realtime?api-version=2025&deployment=d"
     )
+
+
+async def test_the_fake_server_logs_no_credential_from_the_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The fake server logs the request path of each handshake, accepted or refused, at DEBUG:
+    # with its query redacted, as the library's own lines are.
+    secret = "sk-query-SECRET"
+    with trio.fail_after(30), caplog.at_level(logging.DEBUG, logger="trio_realtime.testing"):
+        async with open_fake_server() as server:
+            endpoint = Endpoint(f"{server.url}&api-key={secret}")
+            async with open_session(endpoint) as session:
+                await session.request_response().wait_done()
+            wrong_path = server.url.replace("/v1/realtime", "/nowhere")
+            refused = Endpoint(f"{wrong_path}&subscription-key={secret}")
+            with pytest.raises(SessionRefused):
+                async with open_session(refused):
+                    pass
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("trio_realtime.testing")]
+    assert any("accepted a connection" in line for line in lines), lines
+    assert any("refusing the handshake" in line for line in lines), lines
+    assert not [line for line in lines if secret in line]

@@ -29,6 +29,7 @@ from trio_websocket import (
     WebSocketConnection,
 )
 
+from .._endpoints import redact_url
 from . import _model as rules
 from . import _protocol as proto
 from ._audio import AudioFormat
@@ -536,7 +537,7 @@ class FakeConnection:
 
     async def _close_later(self, delay: float) -> None:
         await trio.sleep(delay)
-        logger.debug("closing sideband %s cleanly", self.request_path)
+        logger.debug("closing sideband %s cleanly", redact_url(self.request_path))
         self._push(_Close(1000, ""))
 
     async def _drop(self, delay: float) -> None:

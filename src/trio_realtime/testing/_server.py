@@ -24,6 +24,7 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
+from .._endpoints import redact_url
 from .._util import unwrap_lone_exception
 from . import _calls as calls
 from . import _http as http
@@ -234,7 +235,7 @@ class FakeRealtimeServer:
                     if answer.status == 200:
                         self._call_moved(call)
                     self._shared.notifier.notify()
-        logger.debug("REST %s %s: HTTP %d", head.method, head.target, answer.status)
+        logger.debug("REST %s %s: HTTP %d", head.method, redact_url(head.target), answer.status)
         await http.answer(head, stream, answer.status, answer.body)
 
     def _call_moved(self, call: FakeCall) -> None:
@@ -303,7 +304,9 @@ class FakeRealtimeServer:
                 not_found = calls.call_not_found()
                 decision = rules.HandshakeRefusal(not_found.status, not_found.body)
         if isinstance(decision, rules.HandshakeRefusal):
-            logger.debug("refusing the handshake for %s: HTTP %d", request.path, decision.status)
+            logger.debug(
+                "refusing the handshake for %s: HTTP %d", redact_url(request.path), decision.status
+            )
             self._shared.stats.connections_refused += 1
             self._shared.notifier.notify()
             try:
@@ -334,7 +337,7 @@ class FakeRealtimeServer:
             call.sidebands.append(connection)
         self._shared.stats.connections += 1
         self._shared.notifier.notify()
-        logger.debug("accepted a connection on %s", request.path)
+        logger.debug("accepted a connection on %s", redact_url(request.path))
         await connection._run()
 
 
