@@ -21,7 +21,7 @@ import pytest
 import trio
 import trio_websocket
 
-from trio_realtime import ConnectionLost, Endpoint
+from trio_realtime import ConnectionLost, Endpoint, _cli, _cli_call
 from trio_realtime._cli import Target, UsageError, describe_failure, main, resolve_target
 from trio_realtime.testing import open_fake_server
 
@@ -134,6 +134,26 @@ def test_demo_call_plays_a_whole_call_with_no_conflict_reaching_the_app(
     assert "requests 4, completed 4, lost 0" in out
     assert "re-attaches 1, items replayed 0, duplicate items 0" in out
     assert "Traceback" not in captured.err
+
+
+def test_demo_call_hides_only_the_warnings_it_stages(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The sideband closes the demo stages (a proxy restart, the hang-up) are its story, told
+    # on stdout: stderr stays empty without -v, and -v shows them (as INFO). Any other
+    # warning of the library still reaches stderr.
+    assert main(["demo", "--call"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["demo", "--call", "-v"]) == 0
+    staged = re.findall(
+        r"^(\w+) trio_realtime\._session: sideband closed .*$", capsys.readouterr().err, re.M
+    )
+    assert staged == ["INFO", "INFO"]
+    with _cli.verbose_logging(0, sys.stderr), _cli_call.staged_warnings():
+        logging.getLogger("trio_realtime._session").warning(
+            "connection lost (%s): opening a new one", "x"
+        )
+    assert "WARNING trio_realtime._session: connection lost (x)" in capsys.readouterr().err
 
 
 def test_demo_call_is_the_fake_servers(capsys: pytest.CaptureFixture[str]) -> None:
