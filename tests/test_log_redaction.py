@@ -11,12 +11,12 @@ import trio
 import trio.testing
 
 from trio_realtime import Endpoint, SessionConfig, SessionRefused, open_session
-from trio_realtime._transport_base import redact_query
+from trio_realtime._endpoints import redact_url
 from trio_realtime.testing import open_fake_server
 
 pytestmark = pytest.mark.usefixtures("transport")
 
-SECRETS = ("sk-query-SECRET", "apim-SECRET", "bearer-SECRET", "cookie-SECRET")
+SECRETS = ("sk-query-SECRET", "apim-SECRET", "bearer-SECRET", "cookie-SECRET", "proto-SECRET")
 
 
 async def test_no_credential_in_any_log_line(
@@ -31,6 +31,8 @@ async def test_no_credential_in_any_log_line(
                     ("Ocp-Apim-Subscription-Key", SECRETS[1]),
                     ("Authorization", f"Bearer {SECRETS[2]}"),
                     ("Cookie", f"session={SECRETS[3]}"),
+                    # A browser's way to send a key; not on HARMLESS_HEADERS, so a secret.
+                    ("Sec-WebSocket-Protocol", f"realtime, openai-insecure-api-key.{SECRETS[4]}"),
                 ],
             )
             async with open_session(endpoint, config=config) as session:
@@ -45,12 +47,16 @@ async def test_no_credential_in_any_log_line(
         assert not any(secret in line for secret in SECRETS), (record.name, line)
 
 
-def test_redact_query_keeps_only_harmless_parameters() -> None:
-    assert redact_query("GET /v1/realtime?model=gpt&api-key=abc&subscription-key=def HTTP/1.1") == (
+def test_redact_url_keeps_only_harmless_parameters_in_a_log_line() -> None:
+    assert redact_url("GET /v1/realtime?model=gpt&api-key=abc&subscription-key=def HTTP/1.1") == (
         "GET /v1/realtime?model=gpt&api-key=<redacted>&subscription-key=<redacted> HTTP/1.1"
     )
-    assert redact_query("/openai/realtime?api-version=2025&deployment=d") == (
+    assert redact_url("/openai/realtime?api-version=2025&deployment=d") == (
         "/openai/realtime?api-version=2025&deployment=d"
+    )
+    # Every query of a line, not only the first.
+    assert redact_url("from /a?api-key=x to /b?model=m&sig=y") == (
+        "from /a?api-key=<redacted> to /b?model=m&sig=<redacted>"
     )
 
 

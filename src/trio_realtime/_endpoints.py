@@ -173,12 +173,14 @@ def _query_names(query: str) -> list[str]:
 def redact_url(url: str) -> str:
     """``url`` (or a request target, ``/path?query``, or a request line) with the value of
     every query parameter not known to be harmless (:data:`HARMLESS_PARAMS`) replaced by
-    ``<redacted>``, and any ``user:password@`` too; the rest is kept as written. What logs
-    and error messages show of a URL."""
+    ``<redacted>``, and any ``user:password@`` too; the rest is kept as written. Every query
+    in ``text`` is redacted (a log line may hold more than one). What logs and error messages
+    show of a URL."""
     url = _USERINFO.sub(rf"\1{_REDACTED}@", url, count=1)
-    match = _QUERY.search(url)
-    if match is None or not match.group(1):
-        return url
+    return _QUERY.sub(_redact_query, url)
+
+
+def _redact_query(match: re.Match[str]) -> str:
     shown = []
     for segment in match.group(1).split("&"):
         name, equals, _ = segment.partition("=")
@@ -186,7 +188,7 @@ def redact_url(url: str) -> str:
             shown.append(segment if not segment or not _is_secret_param(name) else _REDACTED)
         else:
             shown.append(f"{name}={_REDACTED}" if _is_secret_param(name) else segment)
-    return f"{url[: match.start(1)]}{'&'.join(shown)}{url[match.end(1) :]}"
+    return "?" + "&".join(shown)
 
 
 def _redact(headers: tuple[tuple[str, str], ...]) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import re
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -22,7 +21,7 @@ import attrs
 import trio
 
 from ._config import SessionConfig
-from ._endpoints import Endpoint
+from ._endpoints import Endpoint, is_secret_header, redact_url
 from ._errors import ConnectionLost, RealtimeError, SessionRefused
 
 __all__ = [
@@ -37,7 +36,6 @@ __all__ = [
     "keep_alive",
     "open_stream",
     "opening_errors",
-    "redact_query",
     "refusal",
     "target_of",
 ]
@@ -265,17 +263,13 @@ async def keep_alive(
 
 # -- credentials never in log lines ------------------------------------------------------------
 
-#: Query parameters whose values are shown in logs; every other value is redacted.
-HARMLESS_PARAMS = frozenset({"model", "deployment", "api-version", "intent"})
-#: Headers whose values are shown in logs; every other value is redacted.
-HARMLESS_HEADERS = frozenset(
+#: Headers the WebSocket handshake itself writes (a log line shows them): no credential.
+#: Every other header is judged by the endpoint's allow-list (:func:`._endpoints.is_secret_header`).
+_HANDSHAKE_HEADERS = frozenset(
     {
         "host",
         "upgrade",
         "connection",
-        "user-agent",
-        "openai-beta",
-        "content-type",
         "content-length",
         "date",
         "server",
@@ -283,33 +277,14 @@ HARMLESS_HEADERS = frozenset(
         "sec-websocket-extensions",
         "sec-websocket-key",
         "sec-websocket-accept",
-        "sec-websocket-protocol",
     }
 )
-_QUERY_VALUE = re.compile(r"([?&])([^=&#\s]+)=([^&#\s]*)")
-
-
-def redact_query(text: str) -> str:
-    """``text`` with the value of every query parameter not known to be harmless (``model``,
-    ``deployment``, ``api-version``, ``intent``) replaced by ``<redacted>``: an ``api-key``,
-    a ``subscription-key`` or any credential the library does not know by name.
-
-    (``Endpoint``'s repr redacts by its own rules in :mod:`._endpoints`; this is for log lines.)
-    """
-
-    def hide(match: re.Match[str]) -> str:
-        sep, name, _ = match.groups()
-        if urllib.parse.unquote(name).lower() in HARMLESS_PARAMS:
-            return match.group(0)
-        return f"{sep}{name}=<redacted>"
-
-    return _QUERY_VALUE.sub(hide, text)
 
 
 class RedactCredentials(logging.Filter):
     """Keep credentials out of a third-party logger's records: header values (``name: value``
     lines, logged as two arguments) unless the header is known to be harmless, and query
-    values in any argument or message."""
+    values in any argument or message (:func:`._endpoints.redact_url`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
@@ -317,11 +292,12 @@ class RedactCredentials(logging.Filter):
             if (
                 len(args) == 2
                 and isinstance(args[0], str)
-                and args[0].lower() not in HARMLESS_HEADERS
                 and ": " in str(record.msg)
+                and args[0].lower() not in _HANDSHAKE_HEADERS
+                and is_secret_header(args[0])
             ):
                 args = (args[0], "<redacted>")
-            record.args = tuple(redact_query(a) if isinstance(a, str) else a for a in args)
+            record.args = tuple(redact_url(a) if isinstance(a, str) else a for a in args)
         if isinstance(record.msg, str):
-            record.msg = redact_query(record.msg)
+            record.msg = redact_url(record.msg)
         return True
