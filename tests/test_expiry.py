@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 import pytest
 import trio
@@ -17,12 +16,10 @@ from trio_realtime import ConnectionLost, Reconnect, SessionConfig, open_session
 
 pytest.importorskip("websockets")
 
-from websockets.http11 import Request
-from websockets.server import ServerProtocol
+from sansio_server import accept, serving
 
 pytestmark = pytest.mark.usefixtures("transport")
 
-SESSION_CREATED = json.dumps({"type": "session.created", "session": {"id": "sess_1"}})
 EXPIRED = json.dumps(
     {
         "type": "error",
@@ -49,17 +46,9 @@ async def expiring_server(
     async def handle(stream: trio.SocketStream) -> None:
         number = len(accepted)
         accepted.append(number)
-        protocol = ServerProtocol()
-        while True:
-            data = await stream.receive_some(65536)
-            if not data:
-                return
-            protocol.receive_data(data)
-            requests = [e for e in protocol.events_received() if isinstance(e, Request)]
-            if requests:
-                protocol.send_response(protocol.accept(requests[0]))
-                break
-        protocol.send_text(SESSION_CREATED.encode())
+        protocol = await accept(stream)
+        if protocol is None:
+            return
         if number == 0:
             protocol.send_text(error.encode())
             if close_code is None:
@@ -80,11 +69,8 @@ async def expiring_server(
             if protocol.close_rcvd is not None:
                 return
 
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        yield f"ws://127.0.0.1:{port}/v1/realtime", accepted, written
-        nursery.cancel_scope.cancel()
+    async with serving(handle) as url:
+        yield url, accepted, written
 
 
 @pytest.mark.parametrize("close_code", [1000, 1008, None])

@@ -6,10 +6,8 @@ a server scripted with ``websockets``' sans-I/O server protocol, on the autojump
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 import pytest
 import trio
@@ -19,12 +17,9 @@ from trio_realtime import ConnectionLost, Reconnect, SessionConfig, open_session
 
 pytest.importorskip("websockets")
 
-from websockets.http11 import Request
-from websockets.server import ServerProtocol
+from sansio_server import accept, serving
 
 pytestmark = pytest.mark.usefixtures("transport")
-
-SESSION_CREATED = json.dumps({"type": "session.created", "session": {"id": "sess_1"}})
 
 
 @asynccontextmanager
@@ -37,17 +32,9 @@ async def server(silent: set[int]) -> AsyncIterator[tuple[str, list[int]]]:
     async def handle(stream: trio.SocketStream) -> None:
         number = len(accepted)
         accepted.append(number)
-        protocol = ServerProtocol()
-        while not any(isinstance(e, Request) for e in protocol.events_received()):
-            data = await stream.receive_some(65536)
-            if not data:
-                return
-            protocol.receive_data(data)
-            requests = [e for e in protocol.events_received() if isinstance(e, Request)]
-            if requests:
-                protocol.send_response(protocol.accept(requests[0]))
-                break
-        protocol.send_text(SESSION_CREATED.encode())
+        protocol = await accept(stream)
+        if protocol is None:
+            return
         await stream.send_all(b"".join(protocol.data_to_send()))
         if number in silent:
             await trio.sleep_forever()
@@ -61,11 +48,8 @@ async def server(silent: set[int]) -> AsyncIterator[tuple[str, list[int]]]:
             if out:
                 await stream.send_all(out)
 
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        yield f"ws://127.0.0.1:{port}/v1/realtime", accepted
-        nursery.cancel_scope.cancel()
+    async with serving(handle) as url:
+        yield url, accepted
 
 
 async def test_a_silent_connection_ends_the_session_with_connection_lost(
