@@ -10,29 +10,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from trio_realtime import Endpoint, Reconnect, SessionConfig, Transport, _session, open_session
+from test_reconnect import FAST_RETRY, user_message
+from trio_realtime import Endpoint, SessionConfig, Transport, _session, open_session
 from trio_realtime.testing import open_fake_server, open_fake_server_process
 
 pytestmark = pytest.mark.usefixtures("transport")
-
-FAST_RETRY = Reconnect(attempts=3, initial_delay=0.05, max_delay=0.2)
-
-
-def user_message(text: str) -> dict[str, Any]:
-    return {
-        "type": "conversation.item.create",
-        "item": {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": text}],
-        },
-    }
 
 
 class _LateReturn:
