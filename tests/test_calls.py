@@ -87,6 +87,18 @@ async def accepted(server: FakeRealtimeServer, **session: Any) -> FakeCall:
     return call
 
 
+@asynccontextmanager
+async def attached(
+    config: SessionConfig | None = None,
+) -> AsyncIterator[tuple[FakeRealtimeServer, FakeCall, RealtimeSession]]:
+    """A call accepted on a fake server, and a session attached over its sideband."""
+    async with open_fake_server() as server:
+        call = await accepted(server)
+        async with open_session(sideband(server, call), config=config) as session:
+            await call.wait_sidebands(1)
+            yield server, call, session
+
+
 async def next_of(events: EventStream, type: str) -> dict[str, Any]:
     async for event in events:
         if event["type"] == type:
@@ -128,22 +140,19 @@ async def test_attaching_waits_for_no_session_created_and_update_session_confirm
 
 async def test_a_session_created_that_does_come_is_taken() -> None:
     with trio.fail_after(10):
-        async with open_fake_server() as server:
-            call = await accepted(server)
-            async with open_session(sideband(server, call)) as session:
-                await call.wait_sidebands(1)
-                assert session.server_session == {}
-                async with session.subscribe() as events:
-                    await call.sidebands[0].send_event(
-                        {
-                            "type": "session.created",
-                            "event_id": "evt_1",
-                            "session": dict(call.connection.session),
-                        }
-                    )
-                    await next_of(events, "session.created")
-                assert session.server_session["type"] == "realtime"
-                await (await session.say("Hi.")).wait_done()
+        async with attached() as (_server, call, session):
+            assert session.server_session == {}
+            async with session.subscribe() as events:
+                await call.sidebands[0].send_event(
+                    {
+                        "type": "session.created",
+                        "event_id": "evt_1",
+                        "session": dict(call.connection.session),
+                    }
+                )
+                await next_of(events, "session.created")
+            assert session.server_session["type"] == "realtime"
+            await (await session.say("Hi.")).wait_done()
 
 
 async def test_an_unknown_call_is_a_typed_refusal() -> None:
@@ -244,61 +253,50 @@ async def test_a_lost_sideband_re_attaches_without_replay_and_queued_requests_su
 
 async def test_a_hang_up_ends_the_session_with_call_ended() -> None:
     with trio.fail_after(10):
-        async with open_fake_server() as server:
-            call = await accepted(server)
-            config = SessionConfig(reconnect=RECONNECT)
-            async with open_session(sideband(server, call), config=config) as session:
-                await call.wait_sidebands(1)
-                async with rest(server) as client:
-                    await client.realtime.calls.hangup(call.call_id)
-                await session.wait_closed()
-                with pytest.raises(CallEnded) as info:
-                    session.request_response()
-                assert info.value.code == "call_id_not_found"
-                assert info.value.call_id == call.call_id
-                assert session.statistics().reconnects == 0
+        async with attached(SessionConfig(reconnect=RECONNECT)) as (server, call, session):
+            async with rest(server) as client:
+                await client.realtime.calls.hangup(call.call_id)
+            await session.wait_closed()
+            with pytest.raises(CallEnded) as info:
+                session.request_response()
+            assert info.value.code == "call_id_not_found"
+            assert info.value.call_id == call.call_id
+            assert session.statistics().reconnects == 0
 
 
 async def test_without_reconnect_a_close_ends_the_session_with_its_code() -> None:
     with trio.fail_after(10):
-        async with open_fake_server() as server:
-            call = await accepted(server)
-            async with open_session(sideband(server, call)) as session:
-                await call.wait_sidebands(1)
-                await call.sidebands[0].close()
-                await session.wait_closed()
-                with pytest.raises(ConnectionLost) as info:
-                    session.request_response()
-                assert info.value.code == 1000
-                assert not isinstance(info.value, CallEnded)
+        async with attached() as (_server, call, session):
+            await call.sidebands[0].close()
+            await session.wait_closed()
+            with pytest.raises(ConnectionLost) as info:
+                session.request_response()
+            assert info.value.code == 1000
+            assert not isinstance(info.value, CallEnded)
 
 
 async def test_the_service_saying_the_call_ended_ends_the_session() -> None:
     with trio.fail_after(10):
-        async with open_fake_server() as server:
-            call = await accepted(server)
-            config = SessionConfig(reconnect=RECONNECT)
-            async with open_session(sideband(server, call), config=config) as session:
-                await call.wait_sidebands(1)
-                await call.sidebands[0].send_event(
-                    {
-                        "type": "error",
-                        "event_id": "evt_x",
-                        "error": {
-                            "type": "invalid_request_error",
-                            "code": "call_id_not_found",
-                            "message": "No session found for the provided call_id",
-                            "param": None,
-                            "event_id": None,
-                        },
-                    }
-                )
-                await call.sidebands[0].close()
-                await session.wait_closed()
-                with pytest.raises(CallEnded):
-                    session.request_response()
-                # Not re-attached: the service had said so.
-                assert len(call.sidebands) == 1
+        async with attached(SessionConfig(reconnect=RECONNECT)) as (_server, call, session):
+            await call.sidebands[0].send_event(
+                {
+                    "type": "error",
+                    "event_id": "evt_x",
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "call_id_not_found",
+                        "message": "No session found for the provided call_id",
+                        "param": None,
+                        "event_id": None,
+                    },
+                }
+            )
+            await call.sidebands[0].close()
+            await session.wait_closed()
+            with pytest.raises(CallEnded):
+                session.request_response()
+            # Not re-attached: the service had said so.
+            assert len(call.sidebands) == 1
 
 
 # --------------------------------------------------------------------------- a whole call
