@@ -21,7 +21,12 @@ from openai.types.realtime import ConversationItemCreateEvent as GAItemCreate
 from openai.types.realtime import SessionUpdateEvent as GASessionUpdate
 
 from model_checks import undeclared_fields
-from trio_realtime._conversation import ConversationRecord, ConversationStatistics, Replay
+from trio_realtime._conversation import (
+    MAX_DEPTH,
+    ConversationRecord,
+    ConversationStatistics,
+    Replay,
+)
 from trio_realtime.testing import Behavior, FunctionCall, Script
 from trio_realtime.testing._ids import IdFactory
 from trio_realtime.testing._model import ConnectionModel, Refuse, Send
@@ -1026,6 +1031,19 @@ def test_a_deeply_nested_item_never_recurses_without_bound(depth: int) -> None:
     assert record.items() == []
     assert record.configuration() == {}
     record.replay(dialect="ga", max_items=10)
+
+
+def test_an_event_is_recorded_up_to_max_depth_containers_deep() -> None:
+    def chain(depth: int) -> dict[str, Any]:  # ``depth`` dicts, one in the other
+        value: dict[str, Any] = {}
+        for _ in range(depth - 1):
+            value = {"a": value}
+        return value
+
+    # The event is one level, its session the rest.
+    record = ConversationRecord()
+    assert record.client_event({"type": "session.update", "session": chain(MAX_DEPTH - 1)})
+    assert not record.client_event({"type": "session.update", "session": chain(MAX_DEPTH)})
 
 
 def test_items_nested_as_the_service_nests_them_are_recorded() -> None:

@@ -31,7 +31,15 @@ from typing import Any
 
 from ._events import MalformedFrame
 
-__all__ = ["MAX_DEPTH", "MAX_FRAME_DEPTH", "dump_event", "json_codec", "parse_frame", "to_wire"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FRAME_DEPTH",
+    "dump_event",
+    "json_codec",
+    "nests_deeper_than",
+    "parse_frame",
+    "to_wire",
+]
 
 Event = dict[str, Any]
 
@@ -94,13 +102,14 @@ def parse_frame(data: str | bytes) -> Event:
         raise MalformedFrame("event without a string 'type'")
     # A frame shorter than twice the limit cannot nest deeper (each level takes two
     # characters): the common small events are not walked.
-    if len(data) > 2 * MAX_FRAME_DEPTH and _nests_deeper_than(event, MAX_FRAME_DEPTH):
+    if len(data) > 2 * MAX_FRAME_DEPTH and nests_deeper_than(event, MAX_FRAME_DEPTH):
         raise MalformedFrame(f"JSON nested deeper than {MAX_FRAME_DEPTH} levels")
     return event
 
 
-def _nests_deeper_than(event: Event, limit: int) -> bool:
-    """Whether a parsed value nests more than ``limit`` containers deep (no recursion)."""
+def nests_deeper_than(event: Event, limit: int) -> bool:
+    """Whether a parsed value (dicts and lists, as the codecs make them) nests more than
+    ``limit`` containers deep (no recursion)."""
     stack: list[tuple[Any, int]] = [(event, 1)]
     while stack:
         value, depth = stack.pop()

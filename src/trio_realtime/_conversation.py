@@ -94,6 +94,7 @@ from typing import Any, Literal
 
 import attrs
 
+from ._codec import nests_deeper_than
 from ._util import LastN
 
 __all__ = [
@@ -559,19 +560,10 @@ def _too_deep(event: Mapping[str, Any]) -> bool:
     """Whether ``event`` nests deeper than :data:`MAX_DEPTH` (no item of the service does;
     a hostile one could): it is then not recorded, so that nothing here recurses without
     bound (copies, merges, comparisons, the replay's encoding)."""
-    stack: list[tuple[Any, int]] = [(event, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            logger.warning(
-                "%s nested deeper than %d levels: not recorded", event.get("type"), MAX_DEPTH
-            )
-            return True
-        if isinstance(value, Mapping):
-            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, Mapping | list))
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value if isinstance(v, Mapping | list))
-    return False
+    if not nests_deeper_than(event if type(event) is dict else dict(event), MAX_DEPTH):
+        return False
+    logger.warning("%s nested deeper than %d levels: not recorded", event.get("type"), MAX_DEPTH)
+    return True
 
 
 def _copy(value: Any) -> Any:
