@@ -119,12 +119,17 @@ class Connection:
         self.rollover_at = math.inf
         self._opened_at = -math.inf  # when the latest connection opened
         self._tries = 0  # tries of the latest switch
-        #: Connections opened, of which new ones after a loss, and for a rollover.
-        self.opened = 0
+        #: New connections opened after a loss, and for a rollover.
         self.reconnects = 0
         self.rollovers = 0
         #: Conversation items written by replays.
         self.replayed_items = 0
+
+    @property
+    def opened(self) -> int:
+        """Connections opened: the first (a session exists only once it opened), then each
+        new one after a loss or for a rollover."""
+        return 1 + self.reconnects + self.rollovers
 
     # ------------------------------------------------------------------ the state
 
@@ -296,7 +301,6 @@ class Connection:
                 logger.warning("new connection, try %d: %s", attempt + 1, exc)
                 error = exc
                 continue
-            self.opened += 1
             if first:  # (the first connection's tries are not the backoff's)
                 self._tries = 0
             else:
