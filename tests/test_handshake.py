@@ -186,9 +186,24 @@ async def test_a_key_revoked_while_the_session_runs_ends_it_with_session_refused
 # -- other failures: ConnectionLost with its story ----------------------------------------------
 
 
-async def test_a_reply_that_is_not_http_is_connection_lost_with_its_cause() -> None:
+#: Replies to the opening handshake that are not a WebSocket's.
+NOT_WEBSOCKET = {
+    "not-http": b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+    "wrong-accept": (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: d3Jvbmc=\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("answer", NOT_WEBSOCKET.values(), ids=NOT_WEBSOCKET.keys())
+async def test_a_reply_that_is_no_websocket_handshake_is_connection_lost_with_its_cause(
+    answer: bytes,
+) -> None:
+    """A reply that is not HTTP, and a 101 with a wrong ``Sec-WebSocket-Accept``."""
+
     async def reply(stream: trio.SocketStream, request: bytes) -> None:
-        await stream.send_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await stream.send_all(answer)
         with trio.move_on_after(5):
             await stream.receive_some(1)
 
@@ -197,22 +212,6 @@ async def test_a_reply_that_is_not_http_is_connection_lost_with_its_cause() -> N
     assert type(error) is ConnectionLost
     assert error.__cause__ is not None
     assert "timed out" not in str(error)
-
-
-async def test_a_wrong_accept_header_is_connection_lost_with_its_cause() -> None:
-    async def reply(stream: trio.SocketStream, request: bytes) -> None:
-        head = (
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Accept: d3Jvbmc=\r\n\r\n"
-        )
-        await stream.send_all(head.encode())
-        with trio.move_on_after(5):
-            await stream.receive_some(1)
-
-    async with raw_server(reply) as url:
-        error = await open_and_fail(url)
-    assert type(error) is ConnectionLost
-    assert error.__cause__ is not None
 
 
 @pytest.mark.parametrize("how", ["reset", "close"])
