@@ -91,11 +91,10 @@ def test_conflict_requeues_at_head_and_retries_after_the_blocker(
     later = d.submit(priority=5)  # higher priority, but the rejected one goes first
     d.feed(conflict(mine.event_id if echo_id else None, "resp_X", legacy=legacy))
     if legacy:
-        # Naming nothing while nothing is known to run: retried at once (rule 4), and a
-        # second such conflict in a row waits for an in-band done.
-        assert mine.state is TicketState.SENT
-        assert [c["event_id"] for c in d.creates()] == [mine.event_id, mine.event_id]
-        d.feed(conflict(mine.event_id if echo_id else None, "resp_X", legacy=legacy))
+        # Naming nothing while nothing is known to run, and nothing ended since it was
+        # queued: the blocker has not shown itself yet, so it waits for an in-band done
+        # (rule 4 as amended by issue 13; it used to be retried at once into the blocker).
+        assert d.gate.slot_holder == "?"
     first_attempts = mine.attempts
     assert mine.state is TicketState.QUEUED
     assert mine.error is None
@@ -145,8 +144,8 @@ def test_conflict_naming_an_unseen_response_waits_for_its_done() -> None:
 def test_legacy_conflict_without_a_response_id_waits_for_any_in_band_done() -> None:
     d = Driver()
     mine = d.submit()
-    d.feed(conflict(mine.event_id, legacy=True))  # nothing known to run: retried at once
-    d.feed(conflict(mine.event_id, legacy=True))  # again: something runs after all
+    d.feed(conflict(mine.event_id, legacy=True))  # nothing known to run, nor to have ended
+    d.feed(conflict(mine.event_id, legacy=True))  # a stale echo: changes nothing
     assert d.gate.slot_holder == "?"
     d.feed(done("resp_whatever"))
     assert mine.state is TicketState.SENT

@@ -56,12 +56,16 @@ The rules
    in-band ``response.created`` while another response holds the slot means that one ended
    (its done was lost): the new one holds it.
 4. **Conflict.** ``conversation_already_has_active_response`` puts the request back at the
-   head of the queue, never failing it. The slot passes to the response in the way: the one
-   the message names (released at once if its done already came), or, when the message names
-   none, the in-band response known to run. When none is known to run, the request is
-   retried at once; a second such conflict in a row holds the slot for an unnamed response
-   until any in-band ``response.done`` or its deadline (rule 7). Any other error for a request
-   fails it with :class:`ResponseRejected`.
+   head of the queue, never failing it. A conflict proves that something runs: the slot
+   passes to the response in the way. That is the one the message names (released at once if
+   its done already came), or, when the message names none, the in-band response known to
+   run. When none is known to run, the request is retried at once only if an in-band
+   response is known to have ended (its ``response.done`` came) since the request last went
+   into the queue: the server may name a response as active a moment after its done. Else
+   the blocker has not shown itself yet (its ``response.created`` may come after the
+   conflict): the slot is held for an unnamed response until the next in-band
+   ``response.created`` -> ``response.done`` (any in-band done), or its deadline (rule 7).
+   Any other error for a request fails it with :class:`ResponseRejected`.
 5. **Order.** Queued requests go by priority, then FIFO; a request sent back by a conflict
    goes first. Priorities order only what is still queued: a request is marked ``SENT`` in
    the step that emits its ``response.create``, and the shell writes the emitted events in
@@ -72,13 +76,20 @@ The rules
    ``response.cancel`` with its id. ``cancel_active`` interrupts whatever holds the slot.
 7. **Deadlines.** No ``response.created`` within ``created_timeout``: the request fails with
    :class:`ResponseTimeout`, and its late ``response.created`` is cancelled by id whenever it
-   comes, whatever happened before. No event of a running response within
-   ``response_timeout``: it is cancelled by id; no ``response.done`` within ``cancel_grace``
-   after any cancel: the slot is force-released and the response counts as ended.
+   comes, whatever happened before (a cancel sent before a response's ``response.created``,
+   answered ``response_cancel_not_active``, cancelled nothing: once it is created, it is
+   cancelled by id again). No event of a running response within ``response_timeout``: it is
+   cancelled by id; no ``response.done`` within ``cancel_grace`` after any cancel: the slot is
+   force-released and the response counts as ended. Deadlines are kept in a heap: the cost of
+   an event does not grow with the responses held.
 8. **Out-of-band** requests (``"conversation": "none"``) skip the slot unless configured
    otherwise.
 9. **Tolerance.** Unknown ids, duplicates, a ``response.done`` without its
-   ``response.created`` (it finishes the request its metadata names) are tolerated.
+   ``response.created`` (it finishes the request its metadata names) are tolerated. So is a
+   flood of responses that never end: a server-started in-band response superseded by a newer
+   one ends then (rule 3), and at most 256 server-started out-of-band ones are remembered (the
+   oldest is forgotten, never cancelled), so what the gate holds, the work each event costs
+   and the cancels a server can provoke stay bounded.
 10. **A new connection.** :meth:`Gate.connection_lost` fails every request whose
     ``response.create`` went out on the lost connection (``SENT`` or ``ACTIVE``: nobody knows
     whether the server ran it, so it is never resent), forgets every response and unanswered
@@ -97,7 +108,7 @@ import itertools
 import logging
 import math
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -121,7 +132,7 @@ from ._events import (
 )
 from ._result import ResponseResult
 from ._statistics import STATUS_COUNTS, GateStatistics
-from ._util import LastN
+from ._util import LastN, cap
 
 __all__ = [
     "SLOT_MOVES",
@@ -196,16 +207,80 @@ class SlotState(enum.Enum):
     HELD_UNNAMED = "held by an unnamed response"
 
 
-_FREE, _RESERVED, _HELD, _UNNAMED = SlotState
+class SlotTrigger(enum.Enum):
+    """What moves the slot (rule 3, 4, 7, 10, 11)."""
 
-#: Every move the slot may make (any state may also become FREE, and HELD may pass to
-#: another response); any other is a bug and raises.
-SLOT_MOVES: Mapping[SlotState, frozenset[SlotState]] = {
-    _FREE: frozenset({_RESERVED, _HELD}),  # a create sent; a response started
-    _RESERVED: frozenset({_FREE, _HELD, _UNNAMED}),  # answered; created (ours or not); conflict
-    _HELD: frozenset({_FREE, _RESERVED, _HELD}),  # ended; back to the displaced request;
-    # a newer response, or the displaced request's own
-    _UNNAMED: frozenset({_FREE, _RESERVED, _HELD}),
+    SEND = "a create sent"
+    CREATED = "an in-band response started"
+    CONFLICT_RUNS = "conflict: the blocker runs"
+    CONFLICT_ENDED = "conflict: the blocker has ended, retry at once"
+    CONFLICT_UNSEEN = "conflict: a response not yet seen runs"
+    ANSWERED = "the request in flight was answered without a response"
+    ENDED = "the holder ended"
+    BACK = "the holder ended: back to the overtaken request"
+    OVERTAKEN_RUNS = "the holder ended: the overtaken request's response runs"
+    GONE = "the connection was lost, or the gate closed"
+
+
+_FREE, _RESERVED, _HELD, _UNNAMED = SlotState
+_T = SlotTrigger
+
+#: The slot's moves: the next state, looked up from (state, trigger). A miss is a bug and
+#: raises. ``HELD_UNNAMED`` is entered only from ``RESERVED`` (a conflict of our request in
+#: flight), so it never has an overtaken request to go back to.
+SLOT_MOVES: Mapping[tuple[SlotState, SlotTrigger], SlotState] = {
+    (_FREE, _T.SEND): _RESERVED,
+    (_FREE, _T.CREATED): _HELD,
+    (_RESERVED, _T.CREATED): _HELD,  # ours, or one overtaking ours
+    (_RESERVED, _T.CONFLICT_RUNS): _HELD,
+    (_RESERVED, _T.CONFLICT_ENDED): _FREE,
+    (_RESERVED, _T.CONFLICT_UNSEEN): _UNNAMED,
+    (_RESERVED, _T.ANSWERED): _FREE,  # rejected, timed out, or done without created
+    (_HELD, _T.CREATED): _HELD,  # a newer response: the holder ended (rule 3)
+    (_HELD, _T.ENDED): _FREE,
+    (_HELD, _T.BACK): _RESERVED,
+    (_HELD, _T.OVERTAKEN_RUNS): _HELD,
+    (_UNNAMED, _T.CREATED): _HELD,
+    (_UNNAMED, _T.ENDED): _FREE,
+    **{(state, _T.GONE): _FREE for state in SlotState},
+}
+
+
+class ResponseState(enum.Enum):
+    """Where a response the server runs is, as far as the gate knows."""
+
+    #: Known only from a conflict (named, or, with no id, naming none): no created yet.
+    NAMED = "named"
+    #: Known only from a conflict, and a cancel was sent: the server cannot have honoured it
+    #: (before a response exists it answers ``response_cancel_not_active``), so its
+    #: ``response.created`` brings a cancel by id again (rule 7).
+    NAMED_CANCELLED = "named, cancel sent"
+    RUNNING = "running"  #: its ``response.created`` came
+    #: Running, cancel sent: its ``response.done`` is due within ``cancel_grace``.
+    CANCELLING = "cancelling"
+    #: Done, force-released, superseded by a newer in-band response, or gone with its
+    #: connection.
+    ENDED = "ended"
+
+
+class ResponseTrigger(enum.Enum):
+    CREATED = "created"
+    CANCEL = "cancel"
+    END = "end"
+
+
+_NAMED, _NAMED_CANCELLED, _RUNNING, _CANCELLING, _ENDED = ResponseState
+_R = ResponseTrigger
+
+#: A response's moves, looked up from (state, trigger); a miss is a bug and raises.
+RESPONSE_MOVES: Mapping[tuple[ResponseState, ResponseTrigger], ResponseState] = {
+    (_NAMED, _R.CREATED): _RUNNING,
+    (_NAMED_CANCELLED, _R.CREATED): _RUNNING,  # and cancelled again, by id (rule 7)
+    (_NAMED, _R.CANCEL): _NAMED_CANCELLED,
+    (_NAMED_CANCELLED, _R.CANCEL): _NAMED_CANCELLED,  # once is enough before it exists
+    (_RUNNING, _R.CANCEL): _CANCELLING,
+    (_CANCELLING, _R.CANCEL): _CANCELLING,  # idempotent
+    **{(state, _R.END): _ENDED for state in (_NAMED, _NAMED_CANCELLED, _RUNNING, _CANCELLING)},
 }
 
 
@@ -229,8 +304,9 @@ class Request:
     attempts: int = 0
     cancel_requested: bool = False
     held: bool = False
-    #: Its last conflict named no response while none was known to run (rule 4).
-    blind_conflict: bool = False
+    #: How many in-band responses the gate had seen end when it last went into the queue
+    #: (rule 4: an old-shape conflict is retried at once only if one ended since).
+    ends_seen: int = 0
     sent_at: float | None = None
     created_at: float | None = None
     #: When its first output delta (text, audio, transcript, arguments) arrived.
@@ -238,6 +314,8 @@ class Request:
     finished_at: float | None = None
     #: While SENT: when a missing ``response.created`` becomes a timeout.
     deadline: float = math.inf
+    #: The key of its live entry in the gate's deadline heap (inf: none).
+    scheduled: float = math.inf
 
     @property
     def in_band(self) -> bool:
@@ -267,10 +345,16 @@ class _Response:
     in_band: bool
     #: Activity deadline, or after a cancel, the end of the grace period.
     deadline: float
-    cancel_sent: bool = False
-    ended: bool = False
-    #: False for a response known so far only from a conflict message.
-    created_seen: bool = True
+    state: ResponseState = ResponseState.RUNNING
+    #: The key of its live entry in the gate's deadline heap (inf: none).
+    scheduled: float = math.inf
+
+    @property
+    def writes_conversation(self) -> bool:
+        """Whether it really writes to the default conversation (an out-of-band request of
+        ours may hold the slot by configuration: its end proves nothing about the in-band
+        one)."""
+        return self.request.in_band if self.request is not None else self.in_band
 
 
 #: What :meth:`Gate.cancel_active` returns for :meth:`Gate.is_finished` to watch.
@@ -286,8 +370,8 @@ class Slot:
     request: Request | None = None
     #: HELD / HELD_UNNAMED: the response running.
     response: _Response | None = None
-    #: HELD / HELD_UNNAMED: our request in flight that this response overtook; the slot goes
-    #: back to it when the response ends, if its answer is still to come.
+    #: HELD: our request in flight that this response overtook; the slot goes back to it when
+    #: the response ends, if its answer is still to come.
     displaced: Request | None = None
 
     @property
@@ -356,6 +440,14 @@ class Gate:
         self._waiting = 0  # queued + free lane + held
         self._sent: dict[str, Request] = {}  # by event_id
         self._responses: dict[str, _Response] = {}  # running, by response id
+        #: Server-started out-of-band responses running, oldest first (rule 9: bounded).
+        self._strays: OrderedDict[str, None] = OrderedDict()
+        #: Deadlines of requests in flight and responses running (rule 7), lazily: an entry
+        #: whose key is not its item's ``scheduled`` any more, or whose item left, is skipped.
+        self._deadlines: list[tuple[float, int, Request | _Response]] = []
+        self._deadline_seq = itertools.count()
+        #: In-band responses seen to end (rule 4).
+        self._ends = 0
         self._unanswered = Unanswered(timeout=created_timeout)  # rule 2
         self._abandoned: LastN[str, None] = LastN(_MEMORY)  # requests given up before created
         self._finished: LastN[str, None] = LastN(_MEMORY)  # responses whose done was seen
@@ -415,16 +507,12 @@ class Gate:
         )
 
     def next_deadline(self) -> float:
-        """The earliest time at which :meth:`tick` has work to do."""
-        deadline = math.inf
-        for request in self._sent.values():
-            deadline = min(deadline, request.deadline)
-        for response in self._responses.values():
-            deadline = min(deadline, response.deadline)
-        if self._slot.state is _UNNAMED:
-            assert self._slot.response is not None
-            deadline = min(deadline, self._slot.response.deadline)
-        return deadline
+        """The earliest time at which :meth:`tick` may have work to do (never later than the
+        real next deadline; a response's activity moves its deadline without a new entry)."""
+        heap = self._deadlines
+        while heap and not self._scheduled(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else math.inf
 
     def take_effects(self) -> Effects | None:
         """What was decided since the last call, or None if nothing was."""
@@ -533,7 +621,7 @@ class Gate:
     def is_finished(target: CancelTarget) -> bool:
         if isinstance(target, Request):
             return target.state.terminal
-        return target.ended
+        return target.state is ResponseState.ENDED
 
     def client_event_sent(self, event: Mapping[str, Any], *, now: float) -> None:
         """The application sent this client event (not a ``response.create``), in wire order."""
@@ -554,7 +642,7 @@ class Gate:
             request = self._queue_head()
             if request is not None:
                 heapq.heappop(self._queue)
-                self._set_slot(Slot(_RESERVED, request=request), "sending")
+                self._move_slot(_T.SEND, "sending", request=request)
                 self._send(request, now)
 
     # ------------------------------------------------------------------ the server
@@ -578,8 +666,8 @@ class Gate:
             response = self._responses.get(rid)
             if response is None:
                 return None
-            if not response.cancel_sent:
-                response.deadline = now + self._response_timeout
+            if response.state is _RUNNING:
+                response.deadline = now + self._response_timeout  # later: no new heap entry
             request = response.request
             if (
                 request is not None
@@ -600,7 +688,7 @@ class Gate:
             return None
         key = request_key_of(response)
         known = self._responses.get(rid)
-        if known is not None and known.created_seen:
+        if known is not None and known.state not in (_NAMED, _NAMED_CANCELLED):
             return known.request  # a duplicate
         if known is None and rid in self._finished:
             logger.debug("response.created for finished %s (duplicate or late); ignored", rid)
@@ -611,25 +699,45 @@ class Gate:
         if request is not None:
             return self._request_created(request, rid, known, now)
         if known is not None:  # the blocker a conflict named: now it shows itself
-            known.created_seen = True
-            self._count_or_cancel_unmatched(known, key, now)
+            cancelled_unseen = self._response_move(known, _R.CREATED)
+            self._count_or_cancel_unmatched(known, key, cancelled_unseen, now)
             return None
         in_band = is_in_band(response)
         running = _Response(rid, None, in_band, now + self._response_timeout)
         self._responses[rid] = running
-        self._count_or_cancel_unmatched(running, key, now)
+        self._schedule(running)
+        if not in_band:
+            self._remember_stray(rid)
+        self._count_or_cancel_unmatched(running, key, False, now)
         if in_band:
             self._take_slot(running, "a response started")
         return None
 
-    def _count_or_cancel_unmatched(self, response: _Response, key: str | None, now: float) -> None:
+    def _count_or_cancel_unmatched(
+        self, response: _Response, key: str | None, cancelled_unseen: bool, now: float
+    ) -> None:
         """A created that matches no request in flight: a request we gave up on (rule 7:
-        cancel it, whatever happened before), or one the server started by itself."""
+        cancel it by id, whatever happened before), one cancelled before it showed itself
+        (rule 7 again), or one the server started by itself."""
         if key is not None and key in self._abandoned:
+            del self._abandoned[key]  # one response per request: a server cannot make more
             logger.warning("late response.created for an abandoned request: cancelling it")
             self._send_cancel(response, now)
-        elif response.in_band:
+            return
+        if response.in_band:
             self._counts["server_started"] += 1
+        if cancelled_unseen:
+            logger.debug("%s, cancelled before it showed itself: cancelled by id", response)
+            self._send_cancel(response, now)
+
+    def _remember_stray(self, rid: str) -> None:
+        """A server-started out-of-band response: at most :data:`_MEMORY` are held (rule 9)."""
+        strays = self._strays
+        strays[rid] = None
+        if len(strays) > _MEMORY:
+            oldest, _ = strays.popitem(last=False)
+            if self._responses.pop(oldest, None) is not None:
+                logger.debug("forgetting server-started %s (too many held)", oldest)
 
     def _request_created(
         self, request: Request, rid: str, known: _Response | None, now: float
@@ -637,47 +745,59 @@ class Gate:
         request.response_id = rid
         request.created_at = now
         self._move(request, TicketState.ACTIVE)
+        cancelled_unseen = False
         if known is not None:  # a conflict named it before it showed itself
             running = known
-            running.request, running.created_seen = request, True
+            running.request = request
             running.in_band = request.takes_slot
+            cancelled_unseen = self._response_move(running, _R.CREATED)
         else:
             running = _Response(rid, request, request.takes_slot, now + self._response_timeout)
             self._responses[rid] = running
+            self._schedule(running)
         if self._slot.request is request:
-            self._set_slot(Slot(_HELD, response=running), "our response started")
+            self._move_slot(_T.CREATED, "our response started", response=running)
         elif self._slot.response is running:
             pass
         elif request.takes_slot and (request.in_band or self._slot.state is _FREE):
             # (An out-of-band response that waits for the slot only by configuration does
             # not prove the in-band one holding it has ended.)
             self._take_slot(running, "our overtaken response started")
-        if request.cancel_requested:
+        if request.cancel_requested or cancelled_unseen:
             self._send_cancel(running, now)
         return request
 
     def _take_slot(self, response: _Response, why: str) -> None:
-        """An in-band response was created: it holds the slot now (rule 3)."""
+        """An in-band response was created: it holds the slot now (rule 3). The one holding
+        it has ended (its done was lost); if the server started it, it ends now."""
         slot = self._slot
         displaced = slot.request or slot.displaced
-        if slot.response is not None and slot.response.response_id is not None:
+        previous = slot.response
+        if previous is not None and previous.response_id is not None:
             logger.warning(
                 "response %s started while %s held the slot: taken as ended",
                 response.response_id,
-                slot.response.response_id,
+                previous.response_id,
             )
         if displaced is response.request:
             displaced = None
-        self._set_slot(Slot(_HELD, response=response, displaced=displaced), why)
+        self._move_slot(_T.CREATED, why, response=response, displaced=displaced)
+        if previous is not None and previous.request is None and previous.response_id:
+            # Superseded (rule 3, rule 9): not remembered as finished, so a conflict naming
+            # it later means it still runs.
+            self._end_response(previous)
+            self._responses.pop(previous.response_id, None)
+            self._effects.ended.append((previous.response_id, {}))
 
     def _on_done(self, event: Mapping[str, Any], now: float) -> Request | None:
         response = response_object(event)
         rid = response_id_of(event)
         running = self._responses.pop(rid, None) if rid is not None else None
         if running is not None:
-            running.ended = True
+            self._end_response(running)
             request = running.request
             in_band = running.in_band
+            writes_conversation = running.writes_conversation
         else:
             key = request_key_of(response)
             if key is not None:
@@ -686,11 +806,16 @@ class Gate:
             if request is not None:  # done without a created we saw (rule 9)
                 request.response_id = rid
             in_band = is_in_band(response)
+            writes_conversation = request.in_band if request is not None else in_band
+        if rid is not None and rid in self._strays:
+            del self._strays[rid]
+        if writes_conversation and (rid is None or rid not in self._finished):
+            self._ends += 1
         slot = self._slot
-        if (
-            (running is not None and slot.response is running)
-            or (request is not None and slot.request is request)
-            or (slot.state is _UNNAMED and in_band)
+        if request is not None and slot.request is request:
+            self._move_slot(_T.ANSWERED, "the response ended without a created")
+        elif (running is not None and slot.response is running) or (
+            slot.state is _UNNAMED and in_band
         ):
             self._release_slot("the response ended")
         if rid is not None:
@@ -713,16 +838,17 @@ class Gate:
         answered = self._unanswered.answered(eid) if eid is not None else None
         request = self._sent.pop(eid, None) if eid is not None else None
         if request is None:
+            message = cap(error.message)
             if answered is not None and answered != "response.create":
                 logger.warning(
-                    "the server rejected %s %s: %s (%s)", answered, eid, error.message, error.code
+                    "the server rejected %s %s: %s (%s)", answered, eid, message, error.code
                 )
             elif eid is not None and eid in self._cancel_ids:
                 logger.debug("cancel answered %s: harmless", error.code)
             elif error.is_conflict:
-                logger.warning("conflict error matching no request: %s", error.message)
+                logger.warning("conflict error matching no request: %s", message)
             elif error.code != CANCEL_NOT_ACTIVE:
-                logger.warning("server error: %s (%s)", error.message, error.code)
+                logger.warning("server error: %s (%s)", message, error.code)
             return None
         if error.is_conflict:
             self._counts["conflicts_absorbed"] += 1
@@ -731,7 +857,7 @@ class Gate:
             self._counts["rejected"] += 1
             self._abandoned[request.event_id] = None  # in case the attribution was wrong
             if self._slot.request is request:
-                self._release_slot("the request was rejected")
+                self._move_slot(_T.ANSWERED, "the request was rejected")
             self._fail(request, ResponseRejected(error.code, error.message), now)
         return request
 
@@ -745,65 +871,76 @@ class Gate:
         request.deadline = math.inf
         self._move(request, TicketState.QUEUED)
         self._waiting += 1
+        request.ends_seen = self._ends
         heapq.heappush(self._queue, (queue_key(request), request))
 
     def _pass_slot_to_blocker(self, request: Request, blocker: str | None, now: float) -> None:
         """Rule 4: the slot passes from the rejected request to the response in its way."""
-        request.blind_conflict, blind = False, request.blind_conflict
         if blocker is not None:
             if blocker in self._finished:
-                self._set_slot(_FREE_SLOT, f"conflict named {blocker}, already finished")
+                self._move_slot(_T.CONFLICT_ENDED, f"{blocker} already finished")
                 return
             running = self._responses.get(blocker)
-            if running is None:  # one that was force-released still runs, as the server says
-                running = _Response(blocker, None, True, now + self._response_timeout)
-                running.created_seen = False
+            if running is None:  # not yet seen, or force-released: it runs, the server says
+                running = self._named(blocker, now)
                 self._responses[blocker] = running
-            self._set_slot(Slot(_HELD, response=running), f"conflict named {blocker}")
+                self._schedule(running)
+            self._move_slot(_T.CONFLICT_RUNS, f"named {blocker}", response=running)
             return
-        live = [r for r in self._responses.values() if r.in_band and not r.ended]
+        live = [r for r in self._responses.values() if r.in_band and r.state is not _ENDED]
         if live:
-            self._set_slot(Slot(_HELD, response=live[-1]), "conflict, one response runs")
-        elif not blind:
-            request.blind_conflict = True
-            self._set_slot(_FREE_SLOT, "conflict naming nothing, nothing known to run: retry")
+            self._move_slot(_T.CONFLICT_RUNS, "one response runs", response=live[-1])
+        elif self._ends > request.ends_seen:
+            self._move_slot(_T.CONFLICT_ENDED, "naming nothing, after an in-band end")
         else:
-            unnamed = _Response(None, None, True, now + self._response_timeout)
-            unnamed.created_seen = False
-            self._set_slot(Slot(_UNNAMED, response=unnamed), "conflict naming nothing, again")
+            unnamed = self._named(None, now)
+            self._move_slot(_T.CONFLICT_UNSEEN, "naming nothing", response=unnamed)
+            self._schedule(unnamed)
+
+    def _named(self, response_id: str | None, now: float) -> _Response:
+        """A response known only from a conflict (rule 4)."""
+        return _Response(response_id, None, True, now + self._response_timeout, _NAMED)
 
     # ------------------------------------------------------------------ the clock
 
     def tick(self, *, now: float) -> None:
         """Apply every deadline that has passed (rule 7)."""
-        for request in [r for r in self._sent.values() if r.deadline <= now]:
-            del self._sent[request.event_id]
-            self._abandoned[request.event_id] = None
-            self._unanswered.give_up(request.event_id, now=now)
-            if self._slot.request is request:
-                self._release_slot("no response.created in time")
-            self._counts["timed_out"] += 1
-            logger.warning("no response.created for request #%d: timed out", request.seq)
-            self._fail(request, ResponseTimeout("no response.created within created_timeout"), now)
-        expired = [r for r in self._responses.values() if r.deadline <= now]
-        unnamed = self._slot.response if self._slot.state is _UNNAMED else None
-        if unnamed is not None and unnamed.deadline <= now:
-            expired.append(unnamed)
-        for response in expired:
-            if not response.cancel_sent:
-                logger.warning("response %s is silent: cancelling it", response.response_id)
-                self._send_cancel(response, now)
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if not self._scheduled(entry):
+                continue
+            item = entry[2]
+            item.scheduled = math.inf
+            if item.deadline > now:  # moved by activity since: a new entry
+                self._schedule(item)
+            elif isinstance(item, Request):
+                self._created_timed_out(item, now)
+            elif item.state in (_NAMED, _RUNNING):
+                logger.warning("response %s is silent: cancelling it", item.response_id)
+                self._send_cancel(item, now)
             else:
-                self._force_release(response, now)
+                self._force_release(item, now)
+
+    def _created_timed_out(self, request: Request, now: float) -> None:
+        del self._sent[request.event_id]
+        self._abandoned[request.event_id] = None
+        self._unanswered.give_up(request.event_id, now=now)
+        if self._slot.request is request:
+            self._move_slot(_T.ANSWERED, "no response.created in time")
+        self._counts["timed_out"] += 1
+        logger.warning("no response.created for request #%d: timed out", request.seq)
+        self._fail(request, ResponseTimeout("no response.created within created_timeout"), now)
 
     def _force_release(self, response: _Response, now: float) -> None:
         rid = response.response_id
         logger.warning("no response.done for %s after cancel: slot force-released", rid)
         self._counts["forced_releases"] += 1
-        response.ended = True
+        self._end_response(response)
         if rid is not None:
             # Not remembered as finished: a conflict naming it means it still runs.
             self._responses.pop(rid, None)
+            self._strays.pop(rid, None)
             self._effects.ended.append((rid, {}))
         if self._slot.response is response:
             self._release_slot("force-released")
@@ -827,19 +964,9 @@ class Gate:
         """The connection is gone; a new one will follow (rule 10). Pauses the queue."""
         self._paused = True
         in_flight = [*self._sent.values()]
-        for response in self._responses.values():
-            response.ended = True
-            if response.request is not None:
-                in_flight.append(response.request)
-            if response.response_id is not None:
-                self._effects.ended.append((response.response_id, {}))
-        self._sent.clear()
-        self._responses.clear()
-        self._unanswered.clear()
-        self._set_slot(_FREE_SLOT, "the connection was lost")
-        for request in sorted(in_flight, key=lambda r: r.seq):
-            if not request.state.terminal:
-                self._fail(request, error, now)
+        in_flight.extend(r.request for r in self._responses.values() if r.request is not None)
+        self._forget_connection("the connection was lost")
+        self._fail_all(in_flight, error, now)
 
     # ------------------------------------------------------------------ the end
 
@@ -852,41 +979,88 @@ class Gate:
         self._queue.clear()
         self._free_lane.clear()
         self._held.clear()
+        self._waiting = 0
+        self._forget_connection("closed")
+        self._fail_all(pending, error, now)
+
+    def _forget_connection(self, why: str) -> None:
+        """Every response and unanswered event of the connection ends with it (rules 10, 11)."""
+        for response in self._responses.values():
+            self._end_response(response)
+            if response.response_id is not None:
+                self._effects.ended.append((response.response_id, {}))
         self._sent.clear()
         self._responses.clear()
+        self._strays.clear()
+        self._deadlines.clear()
         self._unanswered.clear()
-        self._waiting = 0
-        self._set_slot(_FREE_SLOT, "closed")
-        for request in sorted(pending, key=lambda r: r.seq):  # in the order they came
+        self._move_slot(_T.GONE, why)
+
+    def _fail_all(self, requests: list[Request], error: RealtimeError, now: float) -> None:
+        for request in sorted(requests, key=lambda r: r.seq):  # in the order they came
             if not request.state.terminal:
                 self._fail(request, error, now)
 
     # ------------------------------------------------------------------ internals
 
-    def _set_slot(self, slot: Slot, why: str) -> None:
-        """The one place the slot changes."""
-        old = self._slot.state
-        if slot.state is not _FREE and slot.state not in SLOT_MOVES[old]:
-            raise RuntimeError(f"gate bug: slot {old.value} -> {slot.state.value} ({why})")
-        if old is _UNNAMED and slot.response is not self._slot.response:
-            assert self._slot.response is not None
-            self._slot.response.ended = True  # known only as the holder: gone with the slot
-        self._slot = slot
-        logger.debug("slot %s -> %s %s: %s", old.value, slot.state.value, slot.holder, why)
+    def _move_slot(
+        self,
+        trigger: SlotTrigger,
+        why: str,
+        *,
+        request: Request | None = None,
+        response: _Response | None = None,
+        displaced: Request | None = None,
+    ) -> None:
+        """The one place the slot changes: the next state is looked up in
+        :data:`SLOT_MOVES`; a move the table does not hold is a bug and raises."""
+        old = self._slot
+        state = SLOT_MOVES.get((old.state, trigger))
+        if state is None:
+            raise RuntimeError(f"gate bug: slot {old.state.value} cannot move on {trigger.value}")
+        new = Slot(state, request=request, response=response, displaced=displaced)
+        unnamed = old.response if old.state is _UNNAMED else None
+        if unnamed is not None and unnamed is not response:
+            self._end_response(unnamed)  # known only as the holder: gone with the slot
+        self._slot = new
+        if logger.isEnabledFor(logging.DEBUG):
+            holder = new.holder
+            logger.debug(
+                "slot %s -> %s%s: %s, %s",
+                old.state.value,
+                state.value,
+                "" if holder is None else f" ({holder})",
+                trigger.value,
+                why,
+            )
 
     def _release_slot(self, why: str) -> None:
         """The holder ended: the slot goes back to the request it displaced, if that one's
         answer is still to come (or to its response, if that started), else it is free."""
         displaced = self._slot.displaced
         if displaced is not None and displaced.state is TicketState.SENT:
-            self._set_slot(Slot(_RESERVED, request=displaced), f"{why}; back to the overtaken")
+            self._move_slot(_T.BACK, why, request=displaced)
             return
         if displaced is not None and displaced.state is TicketState.ACTIVE:
             running = self._responses.get(displaced.response_id or "")
             if running is not None:
-                self._set_slot(Slot(_HELD, response=running), f"{why}; the overtaken runs")
+                self._move_slot(_T.OVERTAKEN_RUNS, why, response=running)
                 return
-        self._set_slot(_FREE_SLOT, why)
+        self._move_slot(_T.ENDED, why)
+
+    def _response_move(self, response: _Response, trigger: ResponseTrigger) -> bool:
+        """A response's one way to change state, looked up in :data:`RESPONSE_MOVES`.
+        Returns whether it was cancelled before it showed itself (rule 7)."""
+        old = response.state
+        state = RESPONSE_MOVES.get((old, trigger))
+        if state is None:
+            raise RuntimeError(f"gate bug: {response} cannot move on {trigger.value}")
+        response.state = state
+        return old is _NAMED_CANCELLED and trigger is _R.CREATED
+
+    def _end_response(self, response: _Response) -> None:
+        if response.state is not _ENDED:
+            self._response_move(response, _R.END)
 
     def _move(self, request: Request, state: TicketState) -> None:
         """The one place a request changes state, checked against :data:`TICKET_MOVES`."""
@@ -912,6 +1086,7 @@ class Gate:
         self._move(request, TicketState.FAILED)
 
     def _enqueue(self, request: Request) -> None:
+        request.ends_seen = self._ends
         if request.takes_slot:
             heapq.heappush(self._queue, (queue_key(request), request))
         else:
@@ -933,9 +1108,39 @@ class Gate:
         request.attempts += 1
         request.sent_at = now
         request.deadline = now + self._created_timeout
+        self._schedule(request)
         self._counts["sent"] += 1
         self._move(request, TicketState.SENT)
         self._emit({"type": "response.create", "event_id": event_id, "response": body})
+
+    def _schedule(self, item: Request | _Response) -> None:
+        """Make sure the deadline heap has an entry for ``item`` no later than its deadline."""
+        deadline = item.deadline
+        if deadline >= item.scheduled:
+            return
+        item.scheduled = deadline
+        heap = self._deadlines
+        heapq.heappush(heap, (deadline, next(self._deadline_seq), item))
+        if len(heap) > 2 * (len(self._sent) + len(self._responses)) + 64:
+            # Entries of items that left pile up under a flood: compact (amortized O(1)).
+            self._deadlines = [e for e in heap if self._scheduled(e)]
+            heapq.heapify(self._deadlines)
+
+    def _scheduled(self, entry: tuple[float, int, Request | _Response]) -> bool:
+        """Whether a heap entry is its item's live one, and the item still has a deadline."""
+        key, _, item = entry
+        if key != item.scheduled:
+            return False
+        if isinstance(item, Request):
+            live = self._sent.get(item.event_id) is item
+        else:
+            live = item.state is not _ENDED and (
+                self._slot.response is item
+                or (item.response_id is not None and self._responses.get(item.response_id) is item)
+            )
+        if not live:
+            item.scheduled = math.inf
+        return live
 
     def _emit(self, event: Event) -> None:
         self._effects.send.append(event)
@@ -949,8 +1154,12 @@ class Gate:
         return event
 
     def _send_cancel(self, response: _Response, now: float) -> None:
-        if response.cancel_sent:
+        """Cancel a response by id (rule 6, 7), once per state: once before it shows itself,
+        once after."""
+        old = response.state
+        self._response_move(response, _R.CANCEL)
+        if response.state is old:
             return
-        response.cancel_sent = True
         response.deadline = now + self._cancel_grace
+        self._schedule(response)
         self._emit(self._cancel_event(response.response_id))
