@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import pytest
 
 from gate_helpers import Driver, conflict, created, delta, done, error
@@ -480,3 +483,29 @@ def test_the_slot_moves_through_its_states() -> None:
     assert d.gate.slot.state is SlotState.HELD
     d.feed(done("resp_1", mine.event_id))
     assert d.gate.slot.state is SlotState.FREE
+
+
+# Logs -----------------------------------------------------------------------------------------
+
+
+def test_slot_log_lines_name_a_holder_only_when_there_is_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_realtime._gate")
+    d = Driver()
+    mine = d.submit()
+    d.feed(created("resp_1", mine.event_id))
+    d.feed(done("resp_1", mine.event_id))
+    moves = [r.getMessage() for r in caplog.records if r.getMessage().startswith("slot ")]
+    assert moves[0].startswith(f"slot free -> reserved (<Request #{mine.seq} queued")
+    assert moves[-1].startswith("slot held -> free: ")
+    assert not [m for m in moves if re.match(r"slot [a-z ]+ -> [a-z ]+ None", m)]
+
+
+def test_a_huge_server_error_message_is_logged_capped(caplog: pytest.LogCaptureFixture) -> None:
+    d = Driver()
+    d.feed(error("server_error", "x" * 1_000_000, None))
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    line = record.getMessage()
+    assert len(line) < 1_000
+    assert "999500 more characters" in line

@@ -181,7 +181,22 @@ class ResponseTicket:
         ``request_response``. The buffer holds ``SessionConfig.event_buffer`` events; a
         reader that falls further behind gets ``EventBufferOverflow``. Iteration ends after
         ``response.done``, or raises the ticket's error if it failed.
+
+        Each call gives a new iterator, to be iterated once. Once the response has ended its
+        events are gone: calling this then raises ``RuntimeError`` (rather than giving an
+        iterator that silently yields nothing). A ticket cancelled before it was sent gives
+        an iterator that ends at once; a failed one, one that raises its error.
         """
+        request = self._request
+        if (
+            request.state is TicketState.DONE
+            and request.result is not None
+            and request.result.response is not None
+        ):
+            raise RuntimeError(
+                f"response {request.response_id} already ended: its events went to the "
+                "iterators made before; call events() right after request_response()"
+            )
         stream = EventStream(self._event_buffer)
         if self._request.state.terminal:
             stream.finish(self._request.error)
