@@ -290,6 +290,7 @@ class GateMachine(RuleBasedStateMachine):
     def _feed(self, event: Event) -> None:
         kind = event["type"]
         gate = self.gate
+        blind_conflict: tuple[Request, int, tuple[int, int]] | None = None
         if kind == "session.updated":
             self._app_answered(event["event_id"].removeprefix("ack_"))
             gate.receive_event(event, now=self.now)
@@ -412,7 +413,8 @@ class GateMachine(RuleBasedStateMachine):
                 # the queue (or ends it, when cancelled), any other error fails it.
                 assert matched is target, (matched, target, event)
                 if blind and not self.misbehaved:
-                    self._check_blind_conflict(target, attempt)
+                    # Checked once the dispatcher has had its turn (a retry goes out there).
+                    blind_conflict = (target, attempt, self.ends_when_queued[target.event_id])
                 elif is_conflict:
                     assert target.state in (TicketState.QUEUED, TicketState.DONE), target
                     assert target.attempts == attempt
@@ -424,15 +426,19 @@ class GateMachine(RuleBasedStateMachine):
                 self.recorders[id(request)].events.append(event)
         self._collect(self._effects())
         self._pump()
+        if blind_conflict is not None:
+            self._check_blind_conflict(*blind_conflict)
 
     def _queued(self, request: Request) -> None:
         self.ends_when_queued[request.event_id] = (self.ends_possible, self.ends_in_band)
 
-    def _check_blind_conflict(self, target: Request, attempt: int) -> None:
+    def _check_blind_conflict(
+        self, target: Request, attempt: int, ends_then: tuple[int, int]
+    ) -> None:
         """Rule 4 as amended: an old-shape conflict (naming nothing) is retried at once only
         after an in-band end since the request was queued, and then only if nothing else is
         known to run; otherwise the request waits (it is cancelled, if that was asked for)."""
-        possible_then, in_band_then = self.ends_when_queued[target.event_id]
+        possible_then, in_band_then = ends_then
         retried = target.state is TicketState.SENT
         if retried:
             assert target.attempts == attempt + 1, target
