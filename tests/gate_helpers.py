@@ -73,12 +73,13 @@ class Driver:
         options.setdefault("created_timeout", 10.0)
         options.setdefault("response_timeout", 30.0)
         options.setdefault("cancel_grace", 5.0)
-        self.gate = Gate(**options)
+        self.gate: Gate[None] = Gate(**options)
         self.now = 0.0
         self.sent: list[Event] = []
         self.ended: list[str] = []
 
-    def submit(self, body: Event | None = None, priority: int = 0, **kw: Any) -> Request:
+    def submit(self, body: Event | None = None, priority: int = 0, **kw: Any) -> Request[None]:
+        kw.setdefault("owner", lambda request: None)
         request = self.gate.submit(body, priority=priority, now=self.now, **kw)
         self.pump()
         return request

@@ -11,7 +11,7 @@ from gate_helpers import Driver, conflict, created, delta, done, error
 from trio_realtime import QueueFull, ResponseRejected, ResponseTimeout, TicketState
 from trio_realtime._events import METADATA_KEY
 
-# Rule 1: correlation -----------------------------------------------------------------------
+# Rule 1: correlation -----------------------------------------------------------------------------
 
 
 def test_each_create_carries_a_unique_event_id_echoed_in_metadata() -> None:
@@ -56,7 +56,7 @@ def test_conflict_without_event_id_falls_back_to_the_request_in_flight() -> None
     assert d.gate.statistics().conflicts_absorbed == 1
 
 
-# Rule 2: server-started responses ---------------------------------------------------------
+# Rule 3: the slot, and server-started responses --------------------------------------------------
 
 
 def test_server_started_response_holds_the_slot_until_its_done() -> None:
@@ -81,7 +81,7 @@ def test_out_of_band_server_response_does_not_take_the_slot() -> None:
     assert request.state is TicketState.SENT
 
 
-# Rule 3: conflicts ---------------------------------------------------------------------------
+# Rule 4: conflicts -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("legacy", [False, True])
@@ -174,7 +174,7 @@ def test_errors_of_other_client_events_are_ignored() -> None:
     assert mine.state is TicketState.SENT
 
 
-# Rule 4: cancel ------------------------------------------------------------------------------
+# Rule 6: cancel ----------------------------------------------------------------------------------
 
 
 def test_cancel_queued_ticket_is_never_sent() -> None:
@@ -253,7 +253,7 @@ def test_cancel_active_with_nothing_active() -> None:
     assert d.pump() == []
 
 
-# Rule 5: deadlines ---------------------------------------------------------------------------
+# Rule 7: deadlines -------------------------------------------------------------------------------
 
 
 def test_no_created_within_created_timeout_fails_and_frees_the_slot() -> None:
@@ -321,7 +321,7 @@ def test_next_deadline() -> None:
     assert d.gate.next_deadline() == 31.0
 
 
-# Rule 6: out-of-band ------------------------------------------------------------------------
+# Rule 8: out-of-band -----------------------------------------------------------------------------
 
 
 def test_out_of_band_requests_skip_the_slot_by_default() -> None:
@@ -343,7 +343,7 @@ def test_out_of_band_requests_can_be_made_to_take_the_slot() -> None:
     assert oob.state is TicketState.QUEUED
 
 
-# Rule 7: tolerance ---------------------------------------------------------------------------
+# Rule 9: tolerance -------------------------------------------------------------------------------
 
 
 def test_unknown_done_and_duplicates_are_tolerated() -> None:
@@ -378,7 +378,7 @@ def test_response_cancelled_alias_releases_the_slot() -> None:
     assert request.result.status == "cancelled"
 
 
-# Queue, priorities and closing ---------------------------------------------------------------
+# Rules 5 and 11: queue, priorities and closing ---------------------------------------------------
 
 
 def test_priority_then_fifo() -> None:

@@ -275,13 +275,13 @@ class GateMachine(RuleBasedStateMachine):
 
     def _check_knowledge(self, request: Request, in_flight_before: list[Request]) -> None:
         """Invariant 1 from what the gate was told: nothing it knows of is in the way."""
-        # Rule 2: an in-band request in flight holds the slot, even when a server-started
+        # Rule 3: an in-band request in flight holds the slot, even when a server-started
         # response took it meanwhile and has ended (regression: bug A).
         others = [r for r in in_flight_before if r.takes_slot and r is not request]
         assert not others, f"{request} sent while {others} are in flight"
         if self.misbehaved or self.misattributed:
             return
-        # Rule 3: a response named by a conflict runs until its done, even one the gate had
+        # Rule 4: a response named by a conflict runs until its done, even one the gate had
         # force-released, and even when the rejected request was being cancelled (bugs B, D).
         told = self.in_band_created_delivered | self.conflict_named
         live = told - self.done_delivered - self.force_released - self.superseded
@@ -501,9 +501,11 @@ class GateMachine(RuleBasedStateMachine):
         recorder = Recorder()
         if self.closed:
             with pytest.raises(ConnectionLost):
-                self.gate.submit(body, priority=priority, now=self.now, owner=recorder)
+                self.gate.submit(body, priority=priority, now=self.now, owner=lambda r: recorder)
             return
-        request = self.gate.submit(body, priority=priority, now=self.now, owner=recorder, held=held)
+        request = self.gate.submit(
+            body, priority=priority, now=self.now, owner=lambda r: recorder, held=held
+        )
         assert request.state is TicketState.QUEUED
         self.requests.append(request)
         self.recorders[id(request)] = recorder
@@ -694,7 +696,7 @@ class GateMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.closed)
     @rule(data=st.data())
     def misbehave(self, data: st.DataObject) -> None:
-        """The server breaks its own rules; the gate must tolerate it (rule 7)."""
+        """The server breaks its own rules; the gate must tolerate it (rule 9)."""
         self.made_misbehave = True
         kinds = ["second in-band", "unknown done", "stray conflict"]
         if self.history:
@@ -750,7 +752,7 @@ class GateMachine(RuleBasedStateMachine):
 
     @invariant()
     def cancels_are_honored(self) -> None:
-        """Rule 4: a cancelled request is never sent again, and once started it is cancelled
+        """Rule 6: a cancelled request is never sent again, and once started it is cancelled
         by id; the server starts at most one response per request when it keeps the rules."""
         for request in self.requests:
             attempts = self.cancel_wanted.get(id(request))

@@ -98,6 +98,11 @@ The rules
     called. :meth:`Gate.pause` stops the queue for a planned switch, which waits until the
     gate is :attr:`Gate.quiet` (nothing in flight, no response running).
 11. **The end.** :meth:`Gate.close` fails every request still waiting; later submits raise.
+12. **Function-call turns.** The results of one response's function calls share one
+    follow-up request (:meth:`Gate.function_result`): held until that response ended (its
+    ``response.done``, or given up under rule 7, 9 or 10) and every call it made (its
+    ``function_call`` items) has a result, then queued. One ``response.create`` per turn,
+    never before its response ended.
 """
 
 from __future__ import annotations
@@ -110,7 +115,7 @@ import math
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -132,6 +137,7 @@ from ._events import (
 )
 from ._result import ResponseResult
 from ._statistics import STATUS_COUNTS, GateStatistics
+from ._turns import Turns
 from ._util import LastN, cap
 
 __all__ = [
@@ -142,6 +148,8 @@ __all__ = [
     "Gate",
     "GateStatistics",
     "Request",
+    "Response",
+    "ResponseState",
     "Slot",
     "SlotState",
     "TicketState",
@@ -284,8 +292,12 @@ RESPONSE_MOVES: Mapping[tuple[ResponseState, ResponseTrigger], ResponseState] = 
 }
 
 
+#: The shell's handle on a request (the session's ticket).
+OwnerT = TypeVar("OwnerT")
+
+
 @attrs.define(eq=False, repr=False)
-class Request:
+class Request(Generic[OwnerT]):
     """One requested response, from submission to its terminal state."""
 
     body: Mapping[str, Any]
@@ -295,8 +307,6 @@ class Request:
     queued_at: float
     #: ``event_id`` of its ``response.create``, also in ``metadata``; the same on every attempt.
     event_id: str
-    #: The shell's handle on this request (the session's ticket). The gate never touches it.
-    owner: object = None
     state: TicketState = TicketState.QUEUED
     response_id: str | None = None
     result: ResponseResult | None = None
@@ -316,6 +326,9 @@ class Request:
     deadline: float = math.inf
     #: The key of its live entry in the gate's deadline heap (inf: none).
     scheduled: float = math.inf
+    #: The shell's handle on this request (the session's ticket), made by the ``owner``
+    #: function given to :meth:`Gate.submit`. The gate never touches it.
+    owner: OwnerT = attrs.field(init=False)
 
     @property
     def in_band(self) -> bool:
@@ -329,7 +342,7 @@ class Request:
         )
 
 
-def queue_key(request: Request) -> tuple[int, ...]:
+def queue_key(request: Request[Any]) -> tuple[int, ...]:
     """The queue's order (rule 5): a conflict retry first, then priority, then FIFO."""
     if request.attempts:
         return (0, request.seq)
@@ -337,11 +350,11 @@ def queue_key(request: Request) -> tuple[int, ...]:
 
 
 @attrs.define(eq=False)
-class _Response:
+class Response:
     """A response the server runs, ours (``request``) or not."""
 
     response_id: str | None  #: None: one a conflict reported without naming it
-    request: Request | None
+    request: Request[Any] | None
     in_band: bool
     #: Activity deadline, or after a cancel, the end of the grace period.
     deadline: float
@@ -358,7 +371,7 @@ class _Response:
 
 
 #: What :meth:`Gate.cancel_active` returns for :meth:`Gate.is_finished` to watch.
-CancelTarget = Request | _Response
+CancelTarget = Request[Any] | Response
 
 
 @attrs.frozen
@@ -367,15 +380,15 @@ class Slot:
 
     state: SlotState
     #: RESERVED: the request in flight.
-    request: Request | None = None
+    request: Request[Any] | None = None
     #: HELD / HELD_UNNAMED: the response running.
-    response: _Response | None = None
+    response: Response | None = None
     #: HELD: our request in flight that this response overtook; the slot goes back to it when
     #: the response ends, if its answer is still to come.
-    displaced: Request | None = None
+    displaced: Request[Any] | None = None
 
     @property
-    def holder(self) -> Request | str | None:
+    def holder(self) -> Request[Any] | str | None:
         """A request in flight, a response id, ``"?"`` for an unnamed response, or None."""
         if self.request is not None:
             return self.request
@@ -388,13 +401,13 @@ _FREE_SLOT = Slot(_FREE)
 
 
 @attrs.define
-class Effects:
+class Effects(Generic[OwnerT]):
     """What the gate decided since the shell last looked."""
 
     #: Client events to send, in this order.
     send: list[Event] = attrs.Factory(list)
     #: Each move of a request, in order: the request and the state it moved to.
-    changed: list[tuple[Request, TicketState]] = attrs.Factory(list)
+    changed: list[tuple[Request[OwnerT], TicketState]] = attrs.Factory(list)
     #: Responses that ended (``response.done``, or force-released), with their ``response``
     #: object (empty when force-released).
     ended: list[tuple[str, Mapping[str, Any]]] = attrs.Factory(list)
@@ -412,8 +425,9 @@ def _new_id_factory() -> Callable[[], str]:
 # ---------------------------------------------------------------------- the gate
 
 
-class Gate:
-    """The rules of the slot. See the module docstring."""
+class Gate(Generic[OwnerT]):
+    """The rules of the slot. See the module docstring. ``OwnerT`` is the type of the shell's
+    handle on each request (see :attr:`Request.owner`)."""
 
     def __init__(
         self,
@@ -434,17 +448,17 @@ class Gate:
         self._seq = itertools.count()
         self._slot = _FREE_SLOT
         # Requests by stage. The queue drops cancelled entries lazily.
-        self._queue: list[tuple[tuple[int, ...], Request]] = []
-        self._free_lane: deque[Request] = deque()  # sent at once, no slot needed
-        self._held: set[Request] = set()
+        self._queue: list[tuple[tuple[int, ...], Request[OwnerT]]] = []
+        self._free_lane: deque[Request[OwnerT]] = deque()  # sent at once, no slot needed
+        self._held: set[Request[OwnerT]] = set()
         self._waiting = 0  # queued + free lane + held
-        self._sent: dict[str, Request] = {}  # by event_id
-        self._responses: dict[str, _Response] = {}  # running, by response id
+        self._sent: dict[str, Request[OwnerT]] = {}  # by event_id
+        self._responses: dict[str, Response] = {}  # running, by response id
         #: Server-started out-of-band responses running, oldest first (rule 9: bounded).
         self._strays: OrderedDict[str, None] = OrderedDict()
         #: Deadlines of requests in flight and responses running (rule 7), lazily: an entry
         #: whose key is not its item's ``scheduled`` any more, or whose item left, is skipped.
-        self._deadlines: list[tuple[float, int, Request | _Response]] = []
+        self._deadlines: list[tuple[float, int, Request[OwnerT] | Response]] = []
         self._deadline_seq = itertools.count()
         #: In-band responses seen to end (rule 4).
         self._ends = 0
@@ -452,7 +466,8 @@ class Gate:
         self._abandoned: LastN[str, None] = LastN(_MEMORY)  # requests given up before created
         self._finished: LastN[str, None] = LastN(_MEMORY)  # responses whose done was seen
         self._cancel_ids: LastN[str, None] = LastN(_MEMORY)
-        self._effects = Effects()
+        self._turns: Turns[Request[OwnerT]] = Turns()  # rule 12
+        self._effects: Effects[OwnerT] = Effects()
         self._paused = False
         self._closed: RealtimeError | None = None
         self._counts = dict.fromkeys(GateStatistics.counts(), 0)
@@ -464,7 +479,7 @@ class Gate:
         return self._slot
 
     @property
-    def slot_holder(self) -> Request | str | None:
+    def slot_holder(self) -> Request[OwnerT] | str | None:
         """The slot's holder: a request in flight, a response id, ``"?"``, or None."""
         return self._slot.holder
 
@@ -489,7 +504,7 @@ class Gate:
     def active_response_ids(self) -> list[str]:
         return list(self._responses)
 
-    def pending(self) -> Iterator[Request]:
+    def pending(self) -> Iterator[Request[OwnerT]]:
         """Every request not yet terminal."""
         yield from (r for _, r in self._queue if r.state is TicketState.QUEUED)
         yield from self._free_lane
@@ -514,7 +529,7 @@ class Gate:
             heapq.heappop(heap)
         return heap[0][0] if heap else math.inf
 
-    def take_effects(self) -> Effects | None:
+    def take_effects(self) -> Effects[OwnerT] | None:
         """What was decided since the last call, or None if nothing was."""
         effects = self._effects
         if not effects:
@@ -530,10 +545,11 @@ class Gate:
         *,
         priority: int = 0,
         now: float,
-        owner: object = None,
+        owner: Callable[[Request[OwnerT]], OwnerT],
         held: bool = False,
-    ) -> Request:
+    ) -> Request[OwnerT]:
         """Queue a request. ``held`` ones wait for :meth:`release_held` before they queue.
+        ``owner`` makes the shell's handle on it (:attr:`Request.owner`).
 
         Raises ``TypeError`` / ``ValueError`` for a bad body or priority, the close error once
         closed, :class:`QueueFull` when ``max_queue`` wait.
@@ -555,16 +571,16 @@ class Gate:
             raise self._closed
         if self._waiting >= self._max_queue:
             raise QueueFull(f"{self._waiting} requests already wait (max_queue)")
-        request = Request(
+        request = Request[OwnerT](
             body=body,
             priority=priority,
             seq=next(self._seq),
             event_id=self._new_id(),
             takes_slot=self._oob_takes_slot or body.get("conversation", "auto") != "none",
             queued_at=now,
-            owner=owner,
             held=held,
         )
+        request.owner = owner(request)
         self._waiting += 1
         if held:
             self._held.add(request)
@@ -572,14 +588,39 @@ class Gate:
             self._enqueue(request)
         return request
 
-    def release_held(self, request: Request) -> None:
+    def release_held(self, request: Request[OwnerT]) -> None:
         """Let a held request (a function-call follow-up) join the queue."""
         if request in self._held:
             self._held.discard(request)
             request.held = False
             self._enqueue(request)
 
-    def cancel(self, request: Request, *, now: float) -> None:
+    def function_result(
+        self,
+        call_id: str,
+        body: Mapping[str, Any] | None,
+        *,
+        priority: int = 0,
+        now: float,
+        owner: Callable[[Request[OwnerT]], OwnerT],
+    ) -> Request[OwnerT]:
+        """The application sent a function call's result: the follow-up request it belongs
+        to (rule 12). The results of one turn share one follow-up, queued once the response
+        that made the calls ended and every call has a result; a call never seen gets a
+        follow-up of its own, queued at once. ``body`` is the follow-up's (the first result
+        of a turn gives it). Raises as :meth:`submit`."""
+        turn = self._turns.turn_of(call_id)
+        if turn is None:
+            return self.submit(body, priority=priority, now=now, owner=owner)
+        if turn.follow_up is None:
+            turn.follow_up = self.submit(body, priority=priority, now=now, owner=owner, held=True)
+        follow_up = turn.follow_up
+        ready = self._turns.add_result(turn, call_id)
+        if ready is not None:
+            self.release_held(ready)
+        return follow_up
+
+    def cancel(self, request: Request[OwnerT], *, now: float) -> None:
         """Cancel a request at whatever stage it is (rule 6). Idempotent."""
         state = request.state
         if state is TicketState.QUEUED:
@@ -647,7 +688,7 @@ class Gate:
 
     # ------------------------------------------------------------------ the server
 
-    def receive_event(self, event: Mapping[str, Any], *, now: float) -> Request | None:
+    def receive_event(self, event: Mapping[str, Any], *, now: float) -> Request[OwnerT] | None:
         """Apply one server event; return the request it belongs to, if any.
 
         Lifecycle events (``response.created``, ``response.done``, ``response.cancelled``,
@@ -663,6 +704,8 @@ class Gate:
             return self._on_error(event, now)
         rid = event.get("response_id")
         if isinstance(rid, str):
+            if event_type == "response.output_item.added":
+                self._turns.note_item(rid, event.get("item"))
             response = self._responses.get(rid)
             if response is None:
                 return None
@@ -680,7 +723,7 @@ class Gate:
             self._unanswered.acknowledged(event_type, event)
         return None
 
-    def _on_created(self, event: Mapping[str, Any], now: float) -> Request | None:
+    def _on_created(self, event: Mapping[str, Any], now: float) -> Request[OwnerT] | None:
         response = response_object(event)
         rid = response.get("id")
         if not isinstance(rid, str):
@@ -703,7 +746,7 @@ class Gate:
             self._count_or_cancel_unmatched(known, key, cancelled_unseen, now)
             return None
         in_band = is_in_band(response)
-        running = _Response(rid, None, in_band, now + self._response_timeout)
+        running = Response(rid, None, in_band, now + self._response_timeout)
         self._responses[rid] = running
         self._schedule(running)
         if not in_band:
@@ -714,7 +757,7 @@ class Gate:
         return None
 
     def _count_or_cancel_unmatched(
-        self, response: _Response, key: str | None, cancelled_unseen: bool, now: float
+        self, response: Response, key: str | None, cancelled_unseen: bool, now: float
     ) -> None:
         """A created that matches no request in flight: a request we gave up on (rule 7:
         cancel it by id, whatever happened before), one cancelled before it showed itself
@@ -740,8 +783,8 @@ class Gate:
                 logger.debug("forgetting server-started %s (too many held)", oldest)
 
     def _request_created(
-        self, request: Request, rid: str, known: _Response | None, now: float
-    ) -> Request:
+        self, request: Request[OwnerT], rid: str, known: Response | None, now: float
+    ) -> Request[OwnerT]:
         request.response_id = rid
         request.created_at = now
         self._move(request, TicketState.ACTIVE)
@@ -752,7 +795,7 @@ class Gate:
             running.in_band = request.takes_slot
             cancelled_unseen = self._response_move(running, _R.CREATED)
         else:
-            running = _Response(rid, request, request.takes_slot, now + self._response_timeout)
+            running = Response(rid, request, request.takes_slot, now + self._response_timeout)
             self._responses[rid] = running
             self._schedule(running)
         if self._slot.request is request:
@@ -767,7 +810,7 @@ class Gate:
             self._send_cancel(running, now)
         return request
 
-    def _take_slot(self, response: _Response, why: str) -> None:
+    def _take_slot(self, response: Response, why: str) -> None:
         """An in-band response was created: it holds the slot now (rule 3). The one holding
         it has ended (its done was lost); if the server started it, it ends now."""
         slot = self._slot
@@ -787,9 +830,9 @@ class Gate:
             # it later means it still runs.
             self._end_response(previous)
             self._responses.pop(previous.response_id, None)
-            self._effects.ended.append((previous.response_id, {}))
+            self._response_ended(previous.response_id, {})
 
-    def _on_done(self, event: Mapping[str, Any], now: float) -> Request | None:
+    def _on_done(self, event: Mapping[str, Any], now: float) -> Request[OwnerT] | None:
         response = response_object(event)
         rid = response_id_of(event)
         running = self._responses.pop(rid, None) if rid is not None else None
@@ -820,7 +863,7 @@ class Gate:
             self._release_slot("the response ended")
         if rid is not None:
             self._finished[rid] = None
-            self._effects.ended.append((rid, response))
+            self._response_ended(rid, response)
         if request is not None and not request.state.terminal:
             status = status_of(response, str(event.get("type")))
             if status not in STATUS_COUNTS:
@@ -828,7 +871,7 @@ class Gate:
             self._done(request, status, response, now)
         return request
 
-    def _on_error(self, event: Mapping[str, Any], now: float) -> Request | None:
+    def _on_error(self, event: Mapping[str, Any], now: float) -> Request[OwnerT] | None:
         error = parse_error(event)
         eid = error.client_event_id
         if eid is None:
@@ -856,12 +899,11 @@ class Gate:
         else:
             self._counts["rejected"] += 1
             self._abandoned[request.event_id] = None  # in case the attribution was wrong
-            if self._slot.request is request:
-                self._move_slot(_T.ANSWERED, "the request was rejected")
+            self._answered_in_flight(request, "the request was rejected")
             self._fail(request, ResponseRejected(error.code, error.message), now)
         return request
 
-    def _conflict(self, request: Request, blocker: str | None, now: float) -> None:
+    def _conflict(self, request: Request[OwnerT], blocker: str | None, now: float) -> None:
         if self._slot.request is request:
             self._pass_slot_to_blocker(request, blocker, now)
         if request.cancel_requested:
@@ -874,7 +916,9 @@ class Gate:
         request.ends_seen = self._ends
         heapq.heappush(self._queue, (queue_key(request), request))
 
-    def _pass_slot_to_blocker(self, request: Request, blocker: str | None, now: float) -> None:
+    def _pass_slot_to_blocker(
+        self, request: Request[OwnerT], blocker: str | None, now: float
+    ) -> None:
         """Rule 4: the slot passes from the rejected request to the response in its way."""
         if blocker is not None:
             if blocker in self._finished:
@@ -897,9 +941,9 @@ class Gate:
             self._move_slot(_T.CONFLICT_UNSEEN, "naming nothing", response=unnamed)
             self._schedule(unnamed)
 
-    def _named(self, response_id: str | None, now: float) -> _Response:
+    def _named(self, response_id: str | None, now: float) -> Response:
         """A response known only from a conflict (rule 4)."""
-        return _Response(response_id, None, True, now + self._response_timeout, _NAMED)
+        return Response(response_id, None, True, now + self._response_timeout, _NAMED)
 
     # ------------------------------------------------------------------ the clock
 
@@ -922,17 +966,16 @@ class Gate:
             else:
                 self._force_release(item, now)
 
-    def _created_timed_out(self, request: Request, now: float) -> None:
+    def _created_timed_out(self, request: Request[OwnerT], now: float) -> None:
         del self._sent[request.event_id]
         self._abandoned[request.event_id] = None
         self._unanswered.give_up(request.event_id, now=now)
-        if self._slot.request is request:
-            self._move_slot(_T.ANSWERED, "no response.created in time")
+        self._answered_in_flight(request, "no response.created in time")
         self._counts["timed_out"] += 1
         logger.warning("no response.created for request #%d: timed out", request.seq)
         self._fail(request, ResponseTimeout("no response.created within created_timeout"), now)
 
-    def _force_release(self, response: _Response, now: float) -> None:
+    def _force_release(self, response: Response, now: float) -> None:
         rid = response.response_id
         logger.warning("no response.done for %s after cancel: slot force-released", rid)
         self._counts["forced_releases"] += 1
@@ -941,7 +984,7 @@ class Gate:
             # Not remembered as finished: a conflict naming it means it still runs.
             self._responses.pop(rid, None)
             self._strays.pop(rid, None)
-            self._effects.ended.append((rid, {}))
+            self._response_ended(rid, {})
         if self._slot.response is response:
             self._release_slot("force-released")
         request = response.request
@@ -988,7 +1031,7 @@ class Gate:
         for response in self._responses.values():
             self._end_response(response)
             if response.response_id is not None:
-                self._effects.ended.append((response.response_id, {}))
+                self._response_ended(response.response_id, {})
         self._sent.clear()
         self._responses.clear()
         self._strays.clear()
@@ -996,7 +1039,7 @@ class Gate:
         self._unanswered.clear()
         self._move_slot(_T.GONE, why)
 
-    def _fail_all(self, requests: list[Request], error: RealtimeError, now: float) -> None:
+    def _fail_all(self, requests: list[Request[OwnerT]], error: RealtimeError, now: float) -> None:
         for request in sorted(requests, key=lambda r: r.seq):  # in the order they came
             if not request.state.terminal:
                 self._fail(request, error, now)
@@ -1008,9 +1051,9 @@ class Gate:
         trigger: SlotTrigger,
         why: str,
         *,
-        request: Request | None = None,
-        response: _Response | None = None,
-        displaced: Request | None = None,
+        request: Request[OwnerT] | None = None,
+        response: Response | None = None,
+        displaced: Request[OwnerT] | None = None,
     ) -> None:
         """The one place the slot changes: the next state is looked up in
         :data:`SLOT_MOVES`; a move the table does not hold is a bug and raises."""
@@ -1034,6 +1077,12 @@ class Gate:
                 why,
             )
 
+    def _answered_in_flight(self, request: Request[OwnerT], why: str) -> None:
+        """Its create was answered without a response (rejected, timed out, or done without
+        created): a slot it reserved is free again."""
+        if self._slot.request is request:
+            self._move_slot(_T.ANSWERED, why)
+
     def _release_slot(self, why: str) -> None:
         """The holder ended: the slot goes back to the request it displaced, if that one's
         answer is still to come (or to its response, if that started), else it is free."""
@@ -1048,7 +1097,7 @@ class Gate:
                 return
         self._move_slot(_T.ENDED, why)
 
-    def _response_move(self, response: _Response, trigger: ResponseTrigger) -> bool:
+    def _response_move(self, response: Response, trigger: ResponseTrigger) -> bool:
         """A response's one way to change state, looked up in :data:`RESPONSE_MOVES`.
         Returns whether it was cancelled before it showed itself (rule 7)."""
         old = response.state
@@ -1058,11 +1107,19 @@ class Gate:
         response.state = state
         return old is _NAMED_CANCELLED and trigger is _R.CREATED
 
-    def _end_response(self, response: _Response) -> None:
+    def _end_response(self, response: Response) -> None:
         if response.state is not _ENDED:
             self._response_move(response, _R.END)
 
-    def _move(self, request: Request, state: TicketState) -> None:
+    def _response_ended(self, response_id: str, response: Mapping[str, Any]) -> None:
+        """A response ended (done, force-released, superseded, or lost with its connection):
+        the shell is told, and its turn's follow-up may go (rule 12)."""
+        self._effects.ended.append((response_id, response))
+        follow_up = self._turns.on_done(response_id, response)
+        if follow_up is not None:
+            self.release_held(follow_up)
+
+    def _move(self, request: Request[OwnerT], state: TicketState) -> None:
         """The one place a request changes state, checked against :data:`TICKET_MOVES`."""
         if state not in TICKET_MOVES[request.state]:
             raise RuntimeError(f"gate bug: {request!r} cannot move to {state.value}")
@@ -1070,7 +1127,7 @@ class Gate:
         self._effects.changed.append((request, state))
 
     def _done(
-        self, request: Request, status: str, response: Mapping[str, Any] | None, now: float
+        self, request: Request[OwnerT], status: str, response: Mapping[str, Any] | None, now: float
     ) -> None:
         self._counts[STATUS_COUNTS[status]] += 1
         request.result = ResponseResult(status, response)
@@ -1078,27 +1135,27 @@ class Gate:
         request.deadline = math.inf
         self._move(request, TicketState.DONE)
 
-    def _fail(self, request: Request, error: RealtimeError, now: float) -> None:
+    def _fail(self, request: Request[OwnerT], error: RealtimeError, now: float) -> None:
         self._counts["failed"] += 1
         request.error = error
         request.finished_at = now
         request.deadline = math.inf
         self._move(request, TicketState.FAILED)
 
-    def _enqueue(self, request: Request) -> None:
+    def _enqueue(self, request: Request[OwnerT]) -> None:
         request.ends_seen = self._ends
         if request.takes_slot:
             heapq.heappush(self._queue, (queue_key(request), request))
         else:
             self._free_lane.append(request)
 
-    def _queue_head(self) -> Request | None:
+    def _queue_head(self) -> Request[OwnerT] | None:
         queue = self._queue
         while queue and queue[0][1].state is not TicketState.QUEUED:
             heapq.heappop(queue)  # cancelled while queued
         return queue[0][1] if queue else None
 
-    def _send(self, request: Request, now: float) -> None:
+    def _send(self, request: Request[OwnerT], now: float) -> None:
         self._waiting -= 1
         event_id = request.event_id
         body = dict(request.body)
@@ -1113,7 +1170,7 @@ class Gate:
         self._move(request, TicketState.SENT)
         self._emit({"type": "response.create", "event_id": event_id, "response": body})
 
-    def _schedule(self, item: Request | _Response) -> None:
+    def _schedule(self, item: Request[OwnerT] | Response) -> None:
         """Make sure the deadline heap has an entry for ``item`` no later than its deadline."""
         deadline = item.deadline
         if deadline >= item.scheduled:
@@ -1126,7 +1183,7 @@ class Gate:
             self._deadlines = [e for e in heap if self._scheduled(e)]
             heapq.heapify(self._deadlines)
 
-    def _scheduled(self, entry: tuple[float, int, Request | _Response]) -> bool:
+    def _scheduled(self, entry: tuple[float, int, Request[OwnerT] | Response]) -> bool:
         """Whether a heap entry is its item's live one, and the item still has a deadline."""
         key, _, item = entry
         if key != item.scheduled:
@@ -1153,7 +1210,7 @@ class Gate:
             event["response_id"] = response_id
         return event
 
-    def _send_cancel(self, response: _Response, now: float) -> None:
+    def _send_cancel(self, response: Response, now: float) -> None:
         """Cancel a response by id (rule 6, 7), once per state: once before it shows itself,
         once after."""
         old = response.state

@@ -28,7 +28,7 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -58,7 +58,6 @@ from ._statistics import LatencyRecorder, SessionStatistics
 from ._stream import EventStream
 from ._ticket import ResponseTicket
 from ._transport import Transport, open_websocket_transport
-from ._turns import Turns
 from ._util import unwrap_lone_exception
 
 if TYPE_CHECKING:
@@ -107,14 +106,13 @@ class RealtimeSession:
         self._reconnects = 0
         self._rollovers = 0
         self._replayed_items = 0
-        self._gate = Gate(
+        self._gate: Gate[ResponseTicket] = Gate(
             max_queue=config.max_queue,
             created_timeout=config.created_timeout,
             response_timeout=config.response_timeout,
             cancel_grace=config.cancel_grace,
             out_of_band_takes_slot=config.out_of_band_takes_slot,
         )
-        self._turns: Turns[Request] = Turns()  # follow-ups held for their turn
         # What the writer sends: the text, and for an application's event (send()), the event
         # itself (it holds a send credit, and the conversation record takes it once written).
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[_Outgoing](math.inf)
@@ -243,17 +241,12 @@ class RealtimeSession:
                 "item": {"type": "function_call_output", "call_id": call_id, "output": output},
             }
         )
-        turn = self._turns.turn_of(call_id)
-        if turn is None:
-            return self._submit(response, priority=priority, held=False)
-        if turn.follow_up is None:
-            turn.follow_up = self._submit_request(response, priority=priority, held=True)
-        follow_up = turn.follow_up
-        ready = self._turns.add_result(turn, call_id)
-        if ready is not None:
-            self._gate.release_held(ready)
-            self._settle()
-        return _ticket_of(follow_up)
+        self._check_open()
+        follow_up = self._gate.function_result(
+            call_id, response, priority=priority, now=trio.current_time(), owner=self._ticket
+        )
+        self._settle()
+        return follow_up.owner
 
     async def say(
         self, text: str, *, priority: int = 0, response: Mapping[str, Any] | None = None
@@ -343,19 +336,20 @@ class RealtimeSession:
     def _submit(
         self, response: Mapping[str, Any] | None, *, priority: int, held: bool
     ) -> ResponseTicket:
-        return _ticket_of(self._submit_request(response, priority=priority, held=held))
-
-    def _submit_request(
-        self, response: Mapping[str, Any] | None, *, priority: int, held: bool
-    ) -> Request:
-        if self._error is not None:
-            raise fresh(self._error)
-        request = self._gate.submit(response, priority=priority, now=trio.current_time(), held=held)
-        ResponseTicket(request, cancel=self._cancel_request, event_buffer=self.config.event_buffer)
+        self._check_open()
+        request = self._gate.submit(
+            response, priority=priority, now=trio.current_time(), owner=self._ticket, held=held
+        )
         self._settle()
-        return request
+        return request.owner
 
-    def _cancel_request(self, request: Request) -> None:
+    def _ticket(self, request: Request[ResponseTicket]) -> ResponseTicket:
+        """The application's handle on a request the gate accepted."""
+        return ResponseTicket(
+            request, cancel=self._cancel_request, event_buffer=self.config.event_buffer
+        )
+
+    def _cancel_request(self, request: Request[ResponseTicket]) -> None:
         if self._error is None:
             self._gate.cancel(request, now=trio.current_time())
             self._settle()
@@ -371,7 +365,6 @@ class RealtimeSession:
         effects = gate.take_effects()
         if effects is not None:
             self._apply(effects)
-            self._wake_dispatcher()  # a function-call follow-up may have been released
         scope = self._sleep_scope
         if scope is not None:
             deadline = min(gate.next_deadline(), self._rollover_at)
@@ -385,21 +378,17 @@ class RealtimeSession:
             self._dispatch_wanted = True
             self._dispatcher_lot.unpark()
 
-    def _apply(self, effects: Effects) -> None:
+    def _apply(self, effects: Effects[ResponseTicket]) -> None:
         for event in effects.send:
             try:
                 self._outbox_send.send_nowait((dump_event(event), None))
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 break  # the session is ending: nothing more goes out
         for request, state in effects.changed:
-            ticket = _ticket_of(request)
+            ticket = request.owner
             ticket.request_changed()
             if state.terminal:
                 self._ended(ticket)
-        for response_id, response in effects.ended:
-            follow_up = self._turns.on_done(response_id, response)
-            if follow_up is not None:
-                self._gate.release_held(follow_up)
         if self._end_waiters and (effects.ended or effects.changed):
             for target, ended in self._end_waiters:
                 if self._gate.is_finished(target):
@@ -530,15 +519,12 @@ class RealtimeSession:
             return
         request = self._gate.receive_event(event, now=trio.current_time())
         if request is not None:
-            _ticket_of(request).request_event(event)
+            request.owner.request_event(event)
         elif kind is EventKind.ERROR:
             self._note_error(event)
         elif self._updates and kind is EventKind.ACK:
             self._answer_update(event)
-        if kind is EventKind.RESPONSE:
-            if event["type"] == "response.output_item.added":
-                self._note_call(event)
-        else:
+        if kind is not EventKind.RESPONSE:  # deltas change nothing the shell must hand on
             self._settle()
 
     def _note_error(self, event: Event) -> None:
@@ -766,13 +752,6 @@ class RealtimeSession:
         if not alive:
             self._subscribers = [s for s in self._subscribers if s.push_allowed]
 
-    def _note_call(self, event: Event) -> None:
-        item = event.get("item")
-        if isinstance(item, Mapping) and item.get("type") == "function_call":
-            call_id = item.get("call_id")
-            if isinstance(call_id, str):
-                self._turns.note_call(event["response_id"], call_id)
-
     async def _dispatcher(self, *, task_status: trio.TaskStatus[None]) -> None:
         gate = self._gate
         task_status.started()
@@ -871,10 +850,6 @@ _Outgoing = tuple[str, Event | None]
 #: Closes after which a new connection may heal the session: going away (also the session
 #: cap, after ``session_expired``), abnormal, server error, restart, try again later.
 _RECOVERABLE_CLOSES = frozenset({1001, 1006, 1011, 1012, 1013})
-
-
-def _ticket_of(request: Request) -> ResponseTicket:
-    return cast(ResponseTicket, request.owner)
 
 
 @asynccontextmanager

@@ -66,6 +66,13 @@ class Turns(Generic[T]):
             turn = self._by_response[response_id] = Turn(response_id)
         return turn
 
+    def note_item(self, response_id: str, item: object) -> None:
+        """A ``response.output_item.added`` item: noted if it is a function call."""
+        if isinstance(item, Mapping) and item.get("type") == "function_call":
+            call_id = item.get("call_id")
+            if isinstance(call_id, str):
+                self.note_call(response_id, call_id)
+
     def note_call(self, response_id: str, call_id: str) -> None:
         """A ``function_call`` item of a response that is still running."""
         turn = self._turn(response_id)
