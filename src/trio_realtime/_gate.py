@@ -124,16 +124,12 @@ from ._errors import QueueFull, RealtimeError, ResponseRejected, ResponseTimeout
 from ._events import (
     CANCEL_NOT_ACTIVE,
     METADATA_KEY,
-    OUTPUT_DELTAS,
-    RESPONSE_CANCELLED,
-    RESPONSE_CREATED,
-    RESPONSE_DONE,
-    is_in_band,
-    parse_error,
-    request_key_of,
-    response_id_of,
-    response_object,
-    status_of,
+    Created,
+    Done,
+    OutputAlive,
+    ServerError,
+    ServerEvent,
+    classify,
 )
 from ._result import ResponseResult
 from ._statistics import STATUS_COUNTS, GateStatistics
@@ -689,47 +685,44 @@ class Gate(Generic[OwnerT]):
     # ------------------------------------------------------------------ the server
 
     def receive_event(self, event: Mapping[str, Any], *, now: float) -> Request[OwnerT] | None:
-        """Apply one server event; return the request it belongs to, if any.
+        """Read a server event (:func:`~trio_realtime._events.classify`) and apply it (see
+        :meth:`receive`); None for an event the gate does not care about."""
+        view = classify(event)
+        return None if view is None else self.receive(view, now=now)
 
-        Lifecycle events (``response.created``, ``response.done``, ``response.cancelled``,
-        ``error``), acknowledgements of client events, and any event naming its response
-        (which proves the response alive) are understood; others are ignored.
+    def receive(self, event: ServerEvent, *, now: float) -> Request[OwnerT] | None:
+        """Apply one server event, read once at the door; return the request it belongs to.
+
+        Lifecycle events (created, done, error), acknowledgements of client events, and any
+        event naming its response (which proves the response alive) are understood.
         """
-        event_type = event.get("type")
-        if event_type == RESPONSE_CREATED:
+        if isinstance(event, OutputAlive):  # the hot path: deltas
+            return self._on_output(event, now)
+        if isinstance(event, Created):
             return self._on_created(event, now)
-        if event_type in (RESPONSE_DONE, RESPONSE_CANCELLED):
+        if isinstance(event, Done):
             return self._on_done(event, now)
-        if event_type == "error":
+        if isinstance(event, ServerError):
             return self._on_error(event, now)
-        rid = event.get("response_id")
-        if isinstance(rid, str):
-            if event_type == "response.output_item.added":
-                self._turns.note_item(rid, event.get("item"))
-            response = self._responses.get(rid)
-            if response is None:
-                return None
-            if response.state is _RUNNING:
-                response.deadline = now + self._response_timeout  # later: no new heap entry
-            request = response.request
-            if (
-                request is not None
-                and request.first_output_at is None
-                and event_type in OUTPUT_DELTAS
-            ):
-                request.first_output_at = now
-            return request
-        if isinstance(event_type, str) and self._unanswered:
-            self._unanswered.acknowledged(event_type, event)
+        if self._unanswered:
+            self._unanswered.acknowledged(event.type, event.item_id)
         return None
 
-    def _on_created(self, event: Mapping[str, Any], now: float) -> Request[OwnerT] | None:
-        response = response_object(event)
-        rid = response.get("id")
-        if not isinstance(rid, str):
-            logger.warning("response.created without a response id; ignored")
+    def _on_output(self, event: OutputAlive, now: float) -> Request[OwnerT] | None:
+        if event.call_id is not None:
+            self._turns.note_call(event.response_id, event.call_id)
+        response = self._responses.get(event.response_id)
+        if response is None:
             return None
-        key = request_key_of(response)
+        if response.state is _RUNNING:
+            response.deadline = now + self._response_timeout  # later: no new heap entry
+        request = response.request
+        if request is not None and event.output and request.first_output_at is None:
+            request.first_output_at = now
+        return request
+
+    def _on_created(self, event: Created, now: float) -> Request[OwnerT] | None:
+        rid, key = event.response_id, event.request_key
         known = self._responses.get(rid)
         if known is not None and known.state not in (_NAMED, _NAMED_CANCELLED):
             return known.request  # a duplicate
@@ -745,14 +738,13 @@ class Gate(Generic[OwnerT]):
             cancelled_unseen = self._response_move(known, _R.CREATED)
             self._count_or_cancel_unmatched(known, key, cancelled_unseen, now)
             return None
-        in_band = is_in_band(response)
-        running = Response(rid, None, in_band, now + self._response_timeout)
+        running = Response(rid, None, event.in_band, now + self._response_timeout)
         self._responses[rid] = running
         self._schedule(running)
-        if not in_band:
+        if not event.in_band:
             self._remember_stray(rid)
         self._count_or_cancel_unmatched(running, key, False, now)
-        if in_band:
+        if event.in_band:
             self._take_slot(running, "a response started")
         return None
 
@@ -832,27 +824,25 @@ class Gate(Generic[OwnerT]):
             self._responses.pop(previous.response_id, None)
             self._response_ended(previous.response_id, {})
 
-    def _on_done(self, event: Mapping[str, Any], now: float) -> Request[OwnerT] | None:
-        response = response_object(event)
-        rid = response_id_of(event)
-        running = self._responses.pop(rid, None) if rid is not None else None
+    def _on_done(self, event: Done, now: float) -> Request[OwnerT] | None:
+        rid = event.response_id
+        running = self._responses.pop(rid, None)
         if running is not None:
             self._end_response(running)
             request = running.request
             in_band = running.in_band
             writes_conversation = running.writes_conversation
         else:
-            key = request_key_of(response)
+            key = event.request_key
             if key is not None:
                 self._unanswered.answered(key)
             request = self._sent.pop(key, None) if key is not None else None
             if request is not None:  # done without a created we saw (rule 9)
                 request.response_id = rid
-            in_band = is_in_band(response)
+            in_band = event.in_band
             writes_conversation = request.in_band if request is not None else in_band
-        if rid is not None and rid in self._strays:
-            del self._strays[rid]
-        if writes_conversation and (rid is None or rid not in self._finished):
+        self._strays.pop(rid, None)
+        if writes_conversation and rid not in self._finished:
             self._ends += 1
         slot = self._slot
         if request is not None and slot.request is request:
@@ -861,18 +851,14 @@ class Gate(Generic[OwnerT]):
             slot.state is _UNNAMED and in_band
         ):
             self._release_slot("the response ended")
-        if rid is not None:
-            self._finished[rid] = None
-            self._response_ended(rid, response)
+        self._finished[rid] = None
+        self._response_ended(rid, event.response)
         if request is not None and not request.state.terminal:
-            status = status_of(response, str(event.get("type")))
-            if status not in STATUS_COUNTS:
-                status = "failed"
-            self._done(request, status, response, now)
+            status = event.status if event.status in STATUS_COUNTS else "failed"
+            self._done(request, status, event.response, now)
         return request
 
-    def _on_error(self, event: Mapping[str, Any], now: float) -> Request[OwnerT] | None:
-        error = parse_error(event)
+    def _on_error(self, error: ServerError, now: float) -> Request[OwnerT] | None:
         eid = error.client_event_id
         if eid is None:
             eid = self._unanswered.culprit(

@@ -46,8 +46,10 @@ from ._errors import (
 )
 from ._events import (
     FATAL_ERRORS,
-    EventKind,
+    Acknowledgement,
     MalformedFrame,
+    OutputAlive,
+    ServerError,
     classify,
     dump_event,
     parse_error,
@@ -507,7 +509,7 @@ class RealtimeSession:
         """One message of the connection: to the subscribers, the gate, the tickets."""
         try:
             event = parse_frame(data)
-            kind = classify(event)
+            view = classify(event)
         except MalformedFrame as exc:
             self._skip_malformed(exc)
             return
@@ -515,21 +517,20 @@ class RealtimeSession:
             self._publish(event)
         if self._record is not None:
             self._record.server_event(event)
-        if kind is EventKind.OTHER:
+        if view is None:
             return
-        request = self._gate.receive_event(event, now=trio.current_time())
+        request = self._gate.receive(view, now=trio.current_time())
         if request is not None:
             request.owner.request_event(event)
-        elif kind is EventKind.ERROR:
-            self._note_error(event)
-        elif self._updates and kind is EventKind.ACK:
+        elif isinstance(view, ServerError):
+            self._note_error(view, event)
+        elif self._updates and isinstance(view, Acknowledgement):
             self._answer_update(event)
-        if kind is not EventKind.RESPONSE:  # deltas change nothing the shell must hand on
+        if not isinstance(view, OutputAlive):  # deltas change nothing the shell hands on
             self._settle()
 
-    def _note_error(self, event: Event) -> None:
+    def _note_error(self, error: ServerError, event: Event) -> None:
         """An error no request took: an update's answer, or a fatal refusal to remember."""
-        error = parse_error(event)
         if error.code in FATAL_ERRORS:
             self._fatal = SessionRefused(error.code, error.message)
         if self._updates:
