@@ -6,6 +6,7 @@ from typing import Any
 
 from trio_realtime._events import METADATA_KEY
 from trio_realtime._gate import Gate, Request
+from trio_realtime._request_body import response_body
 
 Event = dict[str, Any]
 
@@ -80,7 +81,8 @@ class Driver:
 
     def submit(self, body: Event | None = None, priority: int = 0, **kw: Any) -> Request[None]:
         kw.setdefault("owner", lambda request: None)
-        request = self.gate.submit(body, priority=priority, now=self.now, **kw)
+        checked = response_body(body, priority)  # where the session's request path checks it
+        request = self.gate.submit(checked, priority=priority, now=self.now, **kw)
         self.pump()
         return request
 

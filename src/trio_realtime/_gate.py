@@ -158,8 +158,6 @@ Event = dict[str, Any]
 
 #: How many finished response ids, abandoned requests and unanswered events are remembered.
 _MEMORY = 256
-#: Most metadata pairs the API accepts on a response.
-_MAX_METADATA = 16
 
 
 # ---------------------------------------------------------------------- states and moves
@@ -537,32 +535,20 @@ class Gate(Generic[OwnerT]):
 
     def submit(
         self,
-        body: Mapping[str, Any] | None,
+        body: Mapping[str, Any],
         *,
         priority: int = 0,
         now: float,
         owner: Callable[[Request[OwnerT]], OwnerT],
         held: bool = False,
     ) -> Request[OwnerT]:
-        """Queue a request. ``held`` ones wait for :meth:`release_held` before they queue.
-        ``owner`` makes the shell's handle on it (:attr:`Request.owner`).
+        """Queue a request with ``body``, checked where it came in
+        (:func:`~trio_realtime._request_body.response_body`). ``held`` ones wait for
+        :meth:`release_held` before they queue. ``owner`` makes the shell's handle on it
+        (:attr:`Request.owner`).
 
-        Raises ``TypeError`` / ``ValueError`` for a bad body or priority, the close error once
-        closed, :class:`QueueFull` when ``max_queue`` wait.
+        Raises the close error once closed, :class:`QueueFull` when ``max_queue`` wait.
         """
-        if body is not None and not isinstance(body, Mapping):
-            raise TypeError(
-                f"response must be a mapping (the body of response.create) or None, "
-                f"not {type(body).__name__}"
-            )
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise TypeError(f"priority must be an int, not {type(priority).__name__}")
-        body = dict(body or {})
-        metadata = body.get("metadata")
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise TypeError("response['metadata'] must be a mapping")
-        if metadata is not None and len(metadata) >= _MAX_METADATA:
-            raise ValueError(f"response['metadata'] may hold at most {_MAX_METADATA - 1} pairs")
         if self._closed is not None:
             raise self._closed
         if self._waiting >= self._max_queue:
@@ -594,7 +580,7 @@ class Gate(Generic[OwnerT]):
     def function_result(
         self,
         call_id: str,
-        body: Mapping[str, Any] | None,
+        body: Mapping[str, Any],
         *,
         priority: int = 0,
         now: float,

@@ -56,6 +56,7 @@ from ._events import (
     parse_frame,
 )
 from ._gate import CancelTarget, Effects, Gate, Request
+from ._request_body import response_body
 from ._statistics import LatencyRecorder, SessionStatistics
 from ._stream import EventStream
 from ._ticket import ResponseTicket
@@ -244,8 +245,9 @@ class RealtimeSession:
             }
         )
         self._check_open()
+        body = response_body(response, priority)
         follow_up = self._gate.function_result(
-            call_id, response, priority=priority, now=trio.current_time(), owner=self._ticket
+            call_id, body, priority=priority, now=trio.current_time(), owner=self._ticket
         )
         self._settle()
         return follow_up.owner
@@ -339,8 +341,9 @@ class RealtimeSession:
         self, response: Mapping[str, Any] | None, *, priority: int, held: bool
     ) -> ResponseTicket:
         self._check_open()
+        body = response_body(response, priority)
         request = self._gate.submit(
-            response, priority=priority, now=trio.current_time(), owner=self._ticket, held=held
+            body, priority=priority, now=trio.current_time(), owner=self._ticket, held=held
         )
         self._settle()
         return request.owner
