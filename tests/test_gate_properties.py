@@ -541,7 +541,7 @@ class GateMachine(RuleBasedStateMachine):
         self.held.discard(request.event_id)
         assert request.state is before
         if before is TicketState.QUEUED:
-            assert not request.held
+            assert not self.gate.is_held(request)
             self._queued(request)
 
     @precondition(lambda self: not self.closed and self.requests)

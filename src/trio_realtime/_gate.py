@@ -307,7 +307,6 @@ class Request(Generic[OwnerT]):
     error: RealtimeError | None = None
     attempts: int = 0
     cancel_requested: bool = False
-    held: bool = False
     #: How many in-band responses the gate had seen end when it last went into the queue
     #: (rule 4: an old-shape conflict is retried at once only if one ended since).
     ends_seen: int = 0
@@ -316,8 +315,6 @@ class Request(Generic[OwnerT]):
     #: When its first output delta (text, audio, transcript, arguments) arrived.
     first_output_at: float | None = None
     finished_at: float | None = None
-    #: While SENT: when a missing ``response.created`` becomes a timeout.
-    deadline: float = math.inf
     #: The key of its live entry in the gate's deadline heap (inf: none).
     scheduled: float = math.inf
     #: The shell's handle on this request (the session's ticket), made by the ``owner``
@@ -441,11 +438,10 @@ class Gate(Generic[OwnerT]):
         self._new_id = new_id or _new_id_factory()
         self._seq = itertools.count()
         self._slot = _FREE_SLOT
-        # Requests by stage. The queue drops cancelled entries lazily.
-        self._queue: list[tuple[tuple[int, ...], Request[OwnerT]]] = []
+        # Requests by stage: QUEUED ones are in exactly one of the first three.
+        self._queue: list[tuple[tuple[int, ...], Request[OwnerT]]] = []  # a heap (rule 5)
         self._free_lane: deque[Request[OwnerT]] = deque()  # sent at once, no slot needed
-        self._held: set[Request[OwnerT]] = set()
-        self._waiting = 0  # queued + free lane + held
+        self._held: set[Request[OwnerT]] = set()  # follow-ups waiting for their turn (rule 12)
         self._sent: dict[str, Request[OwnerT]] = {}  # by event_id
         self._responses: dict[str, Response] = {}  # running, by response id
         #: Server-started out-of-band responses running, oldest first (rule 9: bounded).
@@ -500,7 +496,7 @@ class Gate(Generic[OwnerT]):
 
     def pending(self) -> Iterator[Request[OwnerT]]:
         """Every request not yet terminal."""
-        yield from (r for _, r in self._queue if r.state is TicketState.QUEUED)
+        yield from (r for _, r in self._queue)
         yield from self._free_lane
         yield from self._held
         yield from self._sent.values()
@@ -514,6 +510,15 @@ class Gate(Generic[OwnerT]):
             slot_busy=self._slot.state is not _FREE,
             **self._counts,
         )
+
+    @property
+    def _waiting(self) -> int:
+        """Requests QUEUED: waiting for the slot, to go out, or for their turn."""
+        return len(self._queue) + len(self._free_lane) + len(self._held)
+
+    def is_held(self, request: Request[OwnerT]) -> bool:
+        """Whether a request waits for its turn's function results (rule 12)."""
+        return request in self._held
 
     def next_deadline(self) -> float:
         """The earliest time at which :meth:`tick` may have work to do (never later than the
@@ -560,10 +565,8 @@ class Gate(Generic[OwnerT]):
             event_id=self._new_id(),
             takes_slot=self._oob_takes_slot or body.get("conversation", "auto") != "none",
             queued_at=now,
-            held=held,
         )
         request.owner = owner(request)
-        self._waiting += 1
         if held:
             self._held.add(request)
         else:
@@ -574,7 +577,6 @@ class Gate(Generic[OwnerT]):
         """Let a held request (a function-call follow-up) join the queue."""
         if request in self._held:
             self._held.discard(request)
-            request.held = False
             self._enqueue(request)
 
     def function_result(
@@ -606,13 +608,12 @@ class Gate(Generic[OwnerT]):
         """Cancel a request at whatever stage it is (rule 6). Idempotent."""
         state = request.state
         if state is TicketState.QUEUED:
-            self._waiting -= 1
-            self._held.discard(request)
-            if request in self._free_lane:
+            if request in self._held:
+                self._held.discard(request)
+            elif request in self._free_lane:
                 self._free_lane.remove(request)
-            # Queue entries are dropped lazily; compact when they pile up.
-            if len(self._queue) > 2 * self._waiting + 64:
-                self._queue = [e for e in self._queue if e[1].state is TicketState.QUEUED]
+            else:
+                self._queue = [e for e in self._queue if e[1] is not request]
                 heapq.heapify(self._queue)
             self._done(request, "cancelled", None, now)
         elif state is TicketState.SENT:
@@ -882,9 +883,7 @@ class Gate(Generic[OwnerT]):
             self._done(request, "cancelled", None, now)
             return
         logger.debug("conflict absorbed; request #%d waits for %s", request.seq, blocker)
-        request.deadline = math.inf
         self._move(request, TicketState.QUEUED)
-        self._waiting += 1
         request.ends_seen = self._ends
         heapq.heappush(self._queue, (queue_key(request), request))
 
@@ -928,7 +927,7 @@ class Gate(Generic[OwnerT]):
                 continue
             item = entry[2]
             item.scheduled = math.inf
-            if item.deadline > now:  # moved by activity since: a new entry
+            if self._deadline_of(item) > now:  # moved by activity since: a new entry
                 self._schedule(item)
             elif isinstance(item, Request):
                 self._created_timed_out(item, now)
@@ -994,7 +993,6 @@ class Gate(Generic[OwnerT]):
         self._queue.clear()
         self._free_lane.clear()
         self._held.clear()
-        self._waiting = 0
         self._forget_connection("closed")
         self._fail_all(pending, error, now)
 
@@ -1104,14 +1102,12 @@ class Gate(Generic[OwnerT]):
         self._counts[STATUS_COUNTS[status]] += 1
         request.result = ResponseResult(status, response)
         request.finished_at = now
-        request.deadline = math.inf
         self._move(request, TicketState.DONE)
 
     def _fail(self, request: Request[OwnerT], error: RealtimeError, now: float) -> None:
         self._counts["failed"] += 1
         request.error = error
         request.finished_at = now
-        request.deadline = math.inf
         self._move(request, TicketState.FAILED)
 
     def _enqueue(self, request: Request[OwnerT]) -> None:
@@ -1122,13 +1118,9 @@ class Gate(Generic[OwnerT]):
             self._free_lane.append(request)
 
     def _queue_head(self) -> Request[OwnerT] | None:
-        queue = self._queue
-        while queue and queue[0][1].state is not TicketState.QUEUED:
-            heapq.heappop(queue)  # cancelled while queued
-        return queue[0][1] if queue else None
+        return self._queue[0][1] if self._queue else None
 
     def _send(self, request: Request[OwnerT], now: float) -> None:
-        self._waiting -= 1
         event_id = request.event_id
         body = dict(request.body)
         body["metadata"] = {**(body.get("metadata") or {}), METADATA_KEY: event_id}
@@ -1136,7 +1128,6 @@ class Gate(Generic[OwnerT]):
         self._unanswered.create_sent(event_id, takes_slot=request.takes_slot)
         request.attempts += 1
         request.sent_at = now
-        request.deadline = now + self._created_timeout
         self._schedule(request)
         self._counts["sent"] += 1
         self._move(request, TicketState.SENT)
@@ -1144,7 +1135,7 @@ class Gate(Generic[OwnerT]):
 
     def _schedule(self, item: Request[OwnerT] | Response) -> None:
         """Make sure the deadline heap has an entry for ``item`` no later than its deadline."""
-        deadline = item.deadline
+        deadline = self._deadline_of(item)
         if deadline >= item.scheduled:
             return
         item.scheduled = deadline
@@ -1154,6 +1145,14 @@ class Gate(Generic[OwnerT]):
             # Entries of items that left pile up under a flood: compact (amortized O(1)).
             self._deadlines = [e for e in heap if self._scheduled(e)]
             heapq.heapify(self._deadlines)
+
+    def _deadline_of(self, item: Request[OwnerT] | Response) -> float:
+        """A request's: no ``response.created`` within ``created_timeout`` of its send. A
+        response's: its activity deadline, or after a cancel, the end of the grace period."""
+        if isinstance(item, Request):
+            assert item.sent_at is not None  # only a request in flight has a deadline
+            return item.sent_at + self._created_timeout
+        return item.deadline
 
     def _scheduled(self, entry: tuple[float, int, Request[OwnerT] | Response]) -> bool:
         """Whether a heap entry is its item's live one, and the item still has a deadline."""
