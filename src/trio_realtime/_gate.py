@@ -4,10 +4,11 @@ The Realtime API lets one response at a time write to the default conversation. 
 decides, for every request and every server event, who holds that right (the *slot*) and what
 the client must send. It is told everything that happens, through one method per kind of input:
 
-- :meth:`Gate.submit`, :meth:`Gate.release_held`, :meth:`Gate.cancel`,
+- :meth:`Gate.submit`, :meth:`Gate.function_result`, :meth:`Gate.cancel`,
   :meth:`Gate.cancel_active` and :meth:`Gate.client_event_sent`: the application;
-- :meth:`Gate.receive_event`: every server event the gate cares about (see
-  :class:`~trio_realtime._events.EventKind`), in arrival order;
+- :meth:`Gate.receive`: every server event the gate cares about, read once at the door into
+  a small record (:func:`~trio_realtime._events.classify`), in arrival order
+  (:meth:`Gate.receive_event` reads and applies a raw event);
 - :meth:`Gate.tick`: the clock, whenever :meth:`Gate.next_deadline` has passed;
 - :meth:`Gate.pump`: the one place where the slot is taken for a queued request and its
   ``response.create`` is emitted (the session's dispatcher task calls it, and only it);
@@ -15,7 +16,10 @@ the client must send. It is told everything that happens, through one method per
 
 It never calls out. What it decided waits in :class:`Effects` (client events to send, in wire
 order; requests that moved; responses that ended) until the shell takes it with
-:meth:`Gate.take_effects`.
+:meth:`Gate.take_effects`. The rules are below, numbered once: code comments and tests use
+the same numbers. After them come the states and their tables (:data:`SLOT_MOVES`,
+:data:`RESPONSE_MOVES`, :data:`TICKET_MOVES`): every move is looked up there, and a miss is a
+bug that raises.
 
 The rules
 ---------
@@ -204,8 +208,9 @@ class SlotState(enum.Enum):
     RESERVED = "reserved"
     #: A response runs, ours or the server's (possibly known only from a conflict message).
     HELD = "held"
-    #: A conflict said a response runs, without naming it: held until any in-band
-    #: ``response.done``, a new in-band ``response.created``, or the deadline.
+    #: A conflict said a response runs, without naming it (rule 4): a response like any
+    #: other, whose id its first in-band ``response.done`` shows; a new in-band
+    #: ``response.created`` supersedes it (rule 3); or its deadline passes (rule 7).
     HELD_UNNAMED = "held by an unnamed response"
 
 
@@ -443,7 +448,9 @@ class Gate(Generic[OwnerT]):
         self._free_lane: deque[Request[OwnerT]] = deque()  # sent at once, no slot needed
         self._held: set[Request[OwnerT]] = set()  # follow-ups waiting for their turn (rule 12)
         self._sent: dict[str, Request[OwnerT]] = {}  # by event_id
-        self._responses: dict[str, Response] = {}  # running, by response id
+        #: Running, by response id; the one a conflict reported without naming it (rule 4)
+        #: under None until its first event shows its id.
+        self._responses: dict[str | None, Response] = {}
         #: Server-started out-of-band responses running, oldest first (rule 9: bounded).
         self._strays: OrderedDict[str, None] = OrderedDict()
         #: Deadlines of requests in flight and responses running (rule 7), lazily: an entry
@@ -492,7 +499,7 @@ class Gate(Generic[OwnerT]):
         return self._slot.state is _FREE and not self._sent and not self._responses
 
     def active_response_ids(self) -> list[str]:
-        return list(self._responses)
+        return [rid for rid in self._responses if rid is not None]
 
     def pending(self) -> Iterator[Request[OwnerT]]:
         """Every request not yet terminal."""
@@ -804,7 +811,7 @@ class Gate(Generic[OwnerT]):
         if displaced is response.request:
             displaced = None
         self._move_slot(_T.CREATED, why, response=response, displaced=displaced)
-        if previous is not None and previous.request is None and previous.response_id:
+        if previous is not None and previous.request is None:
             # Superseded (rule 3, rule 9): not remembered as finished, so a conflict naming
             # it later means it still runs.
             self._end_response(previous)
@@ -814,29 +821,29 @@ class Gate(Generic[OwnerT]):
     def _on_done(self, event: Done, now: float) -> Request[OwnerT] | None:
         rid = event.response_id
         running = self._responses.pop(rid, None)
-        if running is not None:
-            self._end_response(running)
-            request = running.request
-            in_band = running.in_band
-            writes_conversation = running.writes_conversation
-        else:
+        request = None
+        if running is None:
             key = event.request_key
             if key is not None:
                 self._unanswered.answered(key)
             request = self._sent.pop(key, None) if key is not None else None
             if request is not None:  # done without a created we saw (rule 9)
                 request.response_id = rid
-            in_band = event.in_band
-            writes_conversation = request.in_band if request is not None else in_band
+            elif event.in_band:  # the unnamed blocker, if one runs, shows its id (rule 4)
+                running = self._responses.pop(None, None)
+        if running is not None:
+            self._end_response(running)
+            request = running.request
+            writes_conversation = running.writes_conversation
+        else:
+            writes_conversation = request.in_band if request is not None else event.in_band
         self._strays.pop(rid, None)
         if writes_conversation and rid not in self._finished:
             self._ends += 1
         slot = self._slot
         if request is not None and slot.request is request:
             self._move_slot(_T.ANSWERED, "the response ended without a created")
-        elif (running is not None and slot.response is running) or (
-            slot.state is _UNNAMED and in_band
-        ):
+        elif running is not None and slot.response is running:
             self._release_slot("the response ended")
         self._finished[rid] = None
         self._response_ended(rid, event.response)
@@ -908,9 +915,9 @@ class Gate(Generic[OwnerT]):
         elif self._ends > request.ends_seen:
             self._move_slot(_T.CONFLICT_ENDED, "naming nothing, after an in-band end")
         else:
-            unnamed = self._named(None, now)
-            self._move_slot(_T.CONFLICT_UNSEEN, "naming nothing", response=unnamed)
+            unnamed = self._responses[None] = self._named(None, now)
             self._schedule(unnamed)
+            self._move_slot(_T.CONFLICT_UNSEEN, "naming nothing", response=unnamed)
 
     def _named(self, response_id: str | None, now: float) -> Response:
         """A response known only from a conflict (rule 4)."""
@@ -951,11 +958,10 @@ class Gate(Generic[OwnerT]):
         logger.warning("no response.done for %s after cancel: slot force-released", rid)
         self._counts["forced_releases"] += 1
         self._end_response(response)
-        if rid is not None:
-            # Not remembered as finished: a conflict naming it means it still runs.
-            self._responses.pop(rid, None)
-            self._strays.pop(rid, None)
-            self._response_ended(rid, {})
+        # Not remembered as finished: a conflict naming it means it still runs.
+        self._responses.pop(rid, None)
+        self._strays.pop(rid or "", None)
+        self._response_ended(rid, {})
         if self._slot.response is response:
             self._release_slot("force-released")
         request = response.request
@@ -1000,8 +1006,7 @@ class Gate(Generic[OwnerT]):
         """Every response and unanswered event of the connection ends with it (rules 10, 11)."""
         for response in self._responses.values():
             self._end_response(response)
-            if response.response_id is not None:
-                self._response_ended(response.response_id, {})
+            self._response_ended(response.response_id, {})
         self._sent.clear()
         self._responses.clear()
         self._strays.clear()
@@ -1032,9 +1037,6 @@ class Gate(Generic[OwnerT]):
         if state is None:
             raise RuntimeError(f"gate bug: slot {old.state.value} cannot move on {trigger.value}")
         new = Slot(state, request=request, response=response, displaced=displaced)
-        unnamed = old.response if old.state is _UNNAMED else None
-        if unnamed is not None and unnamed is not response:
-            self._end_response(unnamed)  # known only as the holder: gone with the slot
         self._slot = new
         if logger.isEnabledFor(logging.DEBUG):
             holder = new.holder
@@ -1081,9 +1083,12 @@ class Gate(Generic[OwnerT]):
         if response.state is not _ENDED:
             self._response_move(response, _R.END)
 
-    def _response_ended(self, response_id: str, response: Mapping[str, Any]) -> None:
+    def _response_ended(self, response_id: str | None, response: Mapping[str, Any]) -> None:
         """A response ended (done, force-released, superseded, or lost with its connection):
-        the shell is told, and its turn's follow-up may go (rule 12)."""
+        the shell is told, and its turn's follow-up may go (rule 12). (Nothing to tell of an
+        unnamed one.)"""
+        if response_id is None:
+            return
         self._effects.ended.append((response_id, response))
         follow_up = self._turns.on_done(response_id, response)
         if follow_up is not None:
@@ -1162,10 +1167,7 @@ class Gate(Generic[OwnerT]):
         if isinstance(item, Request):
             live = self._sent.get(item.event_id) is item
         else:
-            live = item.state is not _ENDED and (
-                self._slot.response is item
-                or (item.response_id is not None and self._responses.get(item.response_id) is item)
-            )
+            live = self._responses.get(item.response_id) is item
         if not live:
             item.scheduled = math.inf
         return live
