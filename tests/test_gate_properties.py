@@ -155,7 +155,10 @@ class GateMachine(RuleBasedStateMachine):
         self.in_band_created_delivered: set[str] = set()
         self.superseded: set[str] = set()  # in-band responses a newer in-band created ended
         self.conflict_named: set[str] = set()
+        #: Rule 7: responses the gate must have given up (a cancel by id sent cancel_grace
+        #: ago without their done), predicted from when the gate sent each cancel.
         self.force_released: set[str] = set()
+        self.cancel_sent_at: dict[str, float] = {}
         self.ghosts = itertools.count(1)
         self.history: list[Event] = []  # created and done events delivered, for duplicates
         #: Rule 5: requests in the order they were reported SENT, and creates in wire order.
@@ -207,15 +210,23 @@ class GateMachine(RuleBasedStateMachine):
             assert event["type"] in ("response.create", "response.cancel"), event
             if event["type"] == "response.cancel" and "response_id" in event:
                 self.cancelled_ids.add(event["response_id"])
+                self.cancel_sent_at[event["response_id"]] = self.now
             if not may_create:
                 assert event["type"] != "response.create", "only pump() may send a create"
             self.server.inbox.append(event)
 
     def _tick(self) -> None:
-        before = set(self.gate.active_response_ids())
+        due = {
+            rid
+            for rid, at in self.cancel_sent_at.items()
+            if at + CANCEL_GRACE <= self.now and rid not in self.done_delivered
+        }
         self.gate.tick(now=self.now)
-        # tick removes an active response only when it force-releases it.
-        self.force_released |= before - set(self.gate.active_response_ids())
+        # Rule 7: no response.done within cancel_grace of a cancel: given up.
+        self.force_released |= due
+        for rid in due:
+            del self.cancel_sent_at[rid]
+        assert not due & set(self.gate.active_response_ids()), due
         self._collect(self._effects())
 
     def _pump(self) -> None:
@@ -371,6 +382,7 @@ class GateMachine(RuleBasedStateMachine):
                 rid = message.split("progress: ")[1].split(".")[0]
                 self.conflict_named.add(rid)
                 self.force_released.discard(rid)
+                self.cancel_sent_at.pop(rid, None)
             if target is not None:
                 self.answered[target.event_id] += 1
                 if echoed or matched is target:
