@@ -11,7 +11,7 @@ import enum
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -291,9 +291,12 @@ class Acknowledgement:
     item_id: str | None
 
 
-@attrs.frozen
-class OutputAlive:
-    """Any other event that names its response (deltas, items, parts): the response lives."""
+class OutputAlive(NamedTuple):
+    """Any other event that names its response (deltas, items, parts): the response lives.
+
+    (A ``NamedTuple`` rather than an attrs class: one is made for every delta, the hot path,
+    and a tuple is the cheapest frozen record to make.)
+    """
 
     response_id: str
     #: An output delta (text, audio, transcript, arguments): "time to first output".
