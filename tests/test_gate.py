@@ -509,3 +509,15 @@ def test_a_huge_server_error_message_is_logged_capped(caplog: pytest.LogCaptureF
     line = record.getMessage()
     assert len(line) < 1_000
     assert "999500 more characters" in line
+
+
+def test_huge_response_ids_are_logged_capped(caplog: pytest.LogCaptureFixture) -> None:
+    d = Driver(response_timeout=30.0, cancel_grace=5.0)
+    huge = "resp_" + "x" * 1_000_000
+    d.feed(created(huge))
+    d.feed(created(huge + "y"))  # supersedes it: a warning naming both
+    d.advance(30.1)  # silent: cancelled, with a warning
+    d.advance(5.1)  # no done: force-released, with a warning
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3
+    assert all(len(line) < 2_000 for line in warnings), [len(line) for line in warnings]

@@ -580,8 +580,8 @@ class Gate(Generic[OwnerT]):
         if previous is not None and previous.response_id is not None:
             logger.warning(
                 "response %s started while %s held the slot: taken as ended",
-                response.response_id,
-                previous.response_id,
+                cap(str(response.response_id)),
+                cap(previous.response_id),
             )
         if displaced is response.request:
             displaced = None
@@ -646,7 +646,7 @@ class Gate(Generic[OwnerT]):
             elif error.is_conflict:
                 logger.warning("conflict error matching no request: %s", message)
             elif error.code != CANCEL_NOT_ACTIVE:
-                logger.warning("server error: %s (%s)", message, error.code)
+                logger.warning("server error: %s (%s)", message, cap(str(error.code)))
             return None
         if error.is_conflict:
             self._counts["conflicts_absorbed"] += 1
@@ -714,7 +714,7 @@ class Gate(Generic[OwnerT]):
             elif isinstance(item, Request):
                 self._created_timed_out(item, now)
             elif item.state in (_NAMED, _RUNNING):
-                logger.warning("response %s is silent: cancelling it", item.response_id)
+                logger.warning("response %s is silent: cancelling it", cap(str(item.response_id)))
                 self._send_cancel(item, now)
             else:
                 self._force_release(item, now)
@@ -730,7 +730,7 @@ class Gate(Generic[OwnerT]):
 
     def _force_release(self, response: Response, now: float) -> None:
         rid = response.response_id
-        logger.warning("no response.done for %s after cancel: slot force-released", rid)
+        logger.warning("no response.done for %s after cancel: slot force-released", cap(str(rid)))
         self._counts["forced_releases"] += 1
         self._end_response(response)
         # Not remembered as finished: a conflict naming it means it still runs.
