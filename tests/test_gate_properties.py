@@ -24,8 +24,11 @@ Checked after every step (``@invariant`` methods, and in ``_pump`` / ``_feed`` a
 7. liveness (``teardown``): once the server answers everything and time passes every
    deadline, every request ends within a bounded number of rounds.
 
-The oracles predict from what the model knows (what it sent, delivered and was told), never
-from the gate's own bookkeeping. Checks switched off, and why:
+The oracles predict from what the model knows (what it sent, delivered and was told, and when
+the gate sent each cancel), never from the gate's own bookkeeping; what the gate reports of
+itself (its slot holder, ``pending()``, statistics, active responses) is only checked against
+that. One input is read from the gate: which request ``cancel_active`` interrupts (the slot's
+holder), so that the model knows whose cancel to expect. Checks switched off, and why:
 
 - after the server breaks its own rules (``misbehaved``: duplicates, unknown ids, two in-band
   responses at once), the knowledge part of 1, the late-created part of 6, the one-response-
