@@ -8,9 +8,12 @@ counted (responses held, deadline entries kept, cancels sent).
 from __future__ import annotations
 
 import pytest
+import trio
+import trio.testing
 
 from gate_helpers import Driver, created, done
-from trio_realtime import TicketState
+from memory import connected
+from trio_realtime import SessionConfig, TicketState
 
 FLOOD = 5_000
 #: At most this many server-started out-of-band responses are remembered.
@@ -66,3 +69,25 @@ def test_rule_9_late_created_of_one_request_is_cancelled_once() -> None:
     for i in range(50):  # ... but a server cannot make one request cost many cancels
         d.feed(created(f"resp_late_{i}", late.event_id, conversation_id=None))
     assert [c["response_id"] for c in d.cancels()] == ["resp_late_0"]
+
+
+async def test_rule_9_a_flood_over_a_session_provokes_boundedly_many_cancels(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = SessionConfig(response_timeout=30, cancel_grace=5)
+    with trio.fail_after(300):
+        async with connected(config) as (session, peer, _):
+            for i in range(2 * MEMORY + 100):
+                await peer.send(created(f"resp_{i}", conversation_id=None))
+            for i in range(100):
+                await peer.send(created(f"resp_in_band_{i}"))
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep(40)  # every deadline passed: cancelled, then given up
+            cancels = [e for e in peer.unread() if e["type"] == "response.cancel"]
+            # The remembered out-of-band ones, and the one in-band response still holding
+            # the slot (each newer one ended the one before).
+            assert len(cancels) == MEMORY + 1
+            ticket = session.request_response()
+            create = await peer.expect("response.create")
+            await peer.complete(create, "resp_mine")
+            assert (await ticket.wait_done()).status == "completed"
