@@ -11,7 +11,7 @@
   handed to it.
 
 After feeding the gate, any task hands the gate's effects on at once (:meth:`_settle`): events
-to the writer's channel, state changes to tickets, ended responses to function-call turns.
+to the writer's channel, state changes to tickets, ended responses to whoever waits for them.
 
 The first connection is opened by :func:`open_session`. When ``reconnect`` or
 ``rollover_after`` asks for it, the reader moves the session to a new one in one step,
