@@ -60,7 +60,8 @@ The rules
    connection) holds it until its ``response.done``; if it overtook our request in flight,
    the slot goes back to that request afterwards (its answer is still to come). A new
    in-band ``response.created`` while another response holds the slot means that one ended
-   (its done was lost): the new one holds it.
+   (its done was lost): the new one holds it, and the old one ends if the server started it
+   (ours is kept until its done or its deadline: its request is still to be answered).
 4. **Conflict.** ``conversation_already_has_active_response`` puts the request back at the
    head of the queue, never failing it. A conflict proves that something runs: the slot
    passes to the response in the way. That is the one the message names (released at once if
