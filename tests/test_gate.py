@@ -521,3 +521,36 @@ def test_huge_response_ids_are_logged_capped(caplog: pytest.LogCaptureFixture) -
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 3
     assert all(len(line) < 2_000 for line in warnings), [len(line) for line in warnings]
+
+
+# The tables decide ----------------------------------------------------------------------------
+
+
+def test_every_move_is_looked_up_in_its_table_and_a_miss_raises() -> None:
+    from trio_realtime._gate_states import (
+        RESPONSE_MOVES,
+        SLOT_MOVES,
+        TICKET_MOVES,
+        Response,
+        ResponseState,
+        ResponseTrigger,
+        SlotState,
+        SlotTrigger,
+        TicketTrigger,
+    )
+
+    # Every slot state can be left when the connection goes; terminal requests never move.
+    assert all(SLOT_MOVES[(state, SlotTrigger.GONE)] is SlotState.FREE for state in SlotState)
+    assert not [key for key in TICKET_MOVES if key[0].terminal]
+    assert not [key for key in RESPONSE_MOVES if key[0] is ResponseState.ENDED]
+    d = Driver()
+    with pytest.raises(RuntimeError, match="gate bug: slot free cannot move"):
+        d.gate._move_slot(SlotTrigger.ENDED, "a free slot has no holder to end")
+    mine = d.submit()
+    d.feed(created("resp_1", mine.event_id))
+    d.feed(done("resp_1", mine.event_id))
+    with pytest.raises(RuntimeError, match="gate bug"):
+        d.gate._move(mine, TicketTrigger.SEND)  # a finished request is never sent again
+    ended = Response("resp_1", None, True, 0.0, ResponseState.ENDED)
+    with pytest.raises(RuntimeError, match="gate bug"):
+        d.gate._response_move(ended, ResponseTrigger.CANCEL)

@@ -150,6 +150,7 @@ from ._gate_states import (
     SlotState,
     SlotTrigger,
     TicketState,
+    TicketTrigger,
     queue_key,
 )
 from ._result import ResponseResult
@@ -185,6 +186,7 @@ _FREE, _RESERVED, _HELD, _UNNAMED = SlotState
 _T = SlotTrigger
 _NAMED, _NAMED_CANCELLED, _RUNNING, _CANCELLING, _ENDED = ResponseState
 _R = ResponseTrigger
+_TT = TicketTrigger
 _FREE_SLOT = Slot(_FREE)
 
 
@@ -549,7 +551,7 @@ class Gate(Generic[OwnerT]):
     ) -> Request[OwnerT]:
         request.response_id = rid
         request.created_at = now
-        self._move(request, TicketState.ACTIVE)
+        self._move(request, _TT.CREATED)
         cancelled_unseen = False
         if known is not None:  # a conflict named it before it showed itself
             running = known
@@ -666,7 +668,7 @@ class Gate(Generic[OwnerT]):
             self._done(request, "cancelled", None, now)
             return
         logger.debug("conflict absorbed; request #%d waits for %s", request.seq, blocker)
-        self._move(request, TicketState.QUEUED)
+        self._move(request, _TT.CONFLICT)
         request.ends_seen = self._ends
         heapq.heappush(self._queue, (queue_key(request), request))
 
@@ -870,10 +872,11 @@ class Gate(Generic[OwnerT]):
         if follow_up is not None:
             self.release_held(follow_up)
 
-    def _move(self, request: Request[OwnerT], state: TicketState) -> None:
-        """The one place a request changes state, checked against :data:`TICKET_MOVES`."""
-        if state not in TICKET_MOVES[request.state]:
-            raise RuntimeError(f"gate bug: {request!r} cannot move to {state.value}")
+    def _move(self, request: Request[OwnerT], trigger: TicketTrigger) -> None:
+        """The one place a request changes state: looked up in :data:`TICKET_MOVES`."""
+        state = TICKET_MOVES.get((request.state, trigger))
+        if state is None:
+            raise RuntimeError(f"gate bug: {request!r} cannot move on {trigger.value}")
         request.state = state
         self._effects.changed.append((request, state))
 
@@ -883,13 +886,13 @@ class Gate(Generic[OwnerT]):
         self._counts[STATUS_COUNTS[status]] += 1
         request.result = ResponseResult(status, response)
         request.finished_at = now
-        self._move(request, TicketState.DONE)
+        self._move(request, _TT.FINISH)
 
     def _fail(self, request: Request[OwnerT], error: RealtimeError, now: float) -> None:
         self._counts["failed"] += 1
         request.error = error
         request.finished_at = now
-        self._move(request, TicketState.FAILED)
+        self._move(request, _TT.FAIL)
 
     def _enqueue(self, request: Request[OwnerT]) -> None:
         request.ends_seen = self._ends
@@ -911,7 +914,7 @@ class Gate(Generic[OwnerT]):
         request.sent_at = now
         self._schedule(request)
         self._counts["sent"] += 1
-        self._move(request, TicketState.SENT)
+        self._move(request, _TT.SEND)
         self._emit({"type": "response.create", "event_id": event_id, "response": body})
 
     def _schedule(self, item: Request[OwnerT] | Response) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "SlotState",
     "SlotTrigger",
     "TicketState",
+    "TicketTrigger",
     "queue_key",
 ]
 
@@ -60,14 +61,31 @@ _Q, _S, _A, _D, _F = (
     TicketState.FAILED,
 )
 
-#: Every move a request may make; any other is a bug and raises.
-TICKET_MOVES: Mapping[TicketState, frozenset[TicketState]] = {
-    _Q: frozenset({_S, _D, _F}),  # sent; cancelled before sending; closed
-    _S: frozenset({_Q, _A, _D, _F}),  # conflict; created; done without created or cancelled
-    # at a conflict; rejected, timed out or closed
-    _A: frozenset({_D, _F}),  # done; force-released or closed
-    _D: frozenset(),
-    _F: frozenset(),
+
+class TicketTrigger(enum.Enum):
+    """What moves a request."""
+
+    SEND = "its response.create sent"
+    CONFLICT = "a conflict sent it back (rule 4)"
+    CREATED = "its response.created"
+    FINISH = "its response ended, or it was cancelled"
+    FAIL = "rejected, timed out, or the connection or session ended"
+
+
+_TT = TicketTrigger
+
+#: A request's moves: the next state, looked up from (state, trigger). A miss is a bug and
+#: raises; ``DONE`` and ``FAILED`` have no moves.
+TICKET_MOVES: Mapping[tuple[TicketState, TicketTrigger], TicketState] = {
+    (_Q, _TT.SEND): _S,
+    (_Q, _TT.FINISH): _D,  # cancelled before it was sent (rule 6)
+    (_Q, _TT.FAIL): _F,  # the session ended
+    (_S, _TT.CONFLICT): _Q,
+    (_S, _TT.CREATED): _A,
+    (_S, _TT.FINISH): _D,  # done without created (rule 9), or cancelled at a conflict
+    (_S, _TT.FAIL): _F,  # rejected, timed out, or its connection lost
+    (_A, _TT.FINISH): _D,
+    (_A, _TT.FAIL): _F,  # force-released, or its connection lost
 }
 
 
