@@ -554,3 +554,58 @@ def test_every_move_is_looked_up_in_its_table_and_a_miss_raises() -> None:
     ended = Response("resp_1", None, True, 0.0, ResponseState.ENDED)
     with pytest.raises(RuntimeError, match="gate bug"):
         d.gate._response_move(ended, ResponseTrigger.CANCEL)
+
+
+# Rule 12: function-call turns -----------------------------------------------------------------
+
+
+def call_item(rid: str, call_id: str) -> dict[str, object]:
+    return {
+        "type": "response.output_item.added",
+        "response_id": rid,
+        "item": {"type": "function_call", "call_id": call_id, "name": "f", "arguments": "{}"},
+    }
+
+
+def test_rule_12_one_follow_up_per_turn_after_its_done_and_every_result() -> None:
+    d = Driver()
+    d.feed(created("resp_tools"))
+    d.feed(call_item("resp_tools", "call_1"))
+    d.feed(call_item("resp_tools", "call_2"))
+    first = d.gate.function_result("call_1", {}, now=d.now, owner=lambda r: None)
+    second = d.gate.function_result(
+        "call_2", {"instructions": "x"}, now=d.now, owner=lambda r: None
+    )
+    assert first is second  # one follow-up for the turn
+    d.pump()
+    assert d.creates() == []  # its response still runs
+    d.feed(done("resp_tools"))
+    assert [c["event_id"] for c in d.creates()] == [first.event_id]
+    assert d.creates()[0]["response"].get("instructions") is None  # the first result's body
+
+
+def test_rule_12_a_turn_waits_for_every_call_and_a_stray_call_gets_its_own() -> None:
+    d = Driver()
+    d.feed(created("resp_tools"))
+    d.feed(call_item("resp_tools", "call_1"))
+    d.feed(call_item("resp_tools", "call_2"))
+    d.feed(done("resp_tools"))
+    follow_up = d.gate.function_result("call_1", {}, now=d.now, owner=lambda r: None)
+    d.pump()
+    assert follow_up.state is TicketState.QUEUED
+    assert d.gate.is_held(follow_up)
+    stray = d.gate.function_result("call_unknown", {}, now=d.now, owner=lambda r: None)
+    d.pump()
+    assert stray.state is TicketState.SENT  # a call never seen: a follow-up of its own
+    d.gate.function_result("call_2", {}, now=d.now, owner=lambda r: None)
+    assert not d.gate.is_held(follow_up)
+
+
+def test_rule_12_a_turn_whose_response_is_given_up_releases_its_follow_up() -> None:
+    d = Driver(response_timeout=30.0, cancel_grace=5.0)
+    d.feed(created("resp_tools"))
+    d.feed(call_item("resp_tools", "call_1"))
+    follow_up = d.gate.function_result("call_1", {}, now=d.now, owner=lambda r: None)
+    d.advance(30.1)  # silent: cancelled
+    d.advance(5.1)  # no done: given up (rule 7), so the turn's response has ended
+    assert follow_up.state is TicketState.SENT
