@@ -609,3 +609,14 @@ def test_rule_12_a_turn_whose_response_is_given_up_releases_its_follow_up() -> N
     d.advance(30.1)  # silent: cancelled
     d.advance(5.1)  # no done: given up (rule 7), so the turn's response has ended
     assert follow_up.state is TicketState.SENT
+
+
+def test_rule_12_a_call_seen_after_its_response_was_given_up_does_not_wait_forever() -> None:
+    d = Driver(response_timeout=30.0, cancel_grace=5.0)
+    d.feed(created("resp_tools", conversation_id=None))
+    d.advance(30.1)  # silent: cancelled
+    d.advance(5.1)  # given up (rule 7): its turn has ended ...
+    d.feed(call_item("resp_tools", "call_1"))  # ... though the server still runs it
+    follow_up = d.gate.function_result("call_1", {}, now=d.now, owner=lambda r: None)
+    d.pump()
+    assert follow_up.state is TicketState.SENT  # found by the property machine: it was held forever

@@ -80,12 +80,13 @@ class Turns(Generic[T]):
         self._by_call[call_id] = turn
 
     def on_done(self, response_id: str, response: Mapping[str, Any]) -> T | None:
-        """The response ended; returns its follow-up if that may now be released."""
-        calls = function_call_ids(response)
-        turn = self._by_response.get(response_id)
-        if turn is None and not calls:
-            return None
-        for call_id in calls:
+        """The response ended; returns its follow-up if that may now be released.
+
+        Remembered even if it made no call yet: a call item may still arrive after the
+        library gave a silent response up (rule 7), and its turn must not wait for an end
+        that already happened.
+        """
+        for call_id in function_call_ids(response):
             self.note_call(response_id, call_id)
         turn = self._turn(response_id)
         turn.done = True
