@@ -620,3 +620,15 @@ def test_rule_12_a_call_seen_after_its_response_was_given_up_does_not_wait_forev
     follow_up = d.gate.function_result("call_1", {}, now=d.now, owner=lambda r: None)
     d.pump()
     assert follow_up.state is TicketState.SENT  # found by the property machine: it was held forever
+
+
+def test_rule_12_a_lost_connection_ends_every_turn_even_of_a_response_never_seen() -> None:
+    from trio_realtime import ConnectionLost
+
+    d = Driver()
+    d.feed(call_item("resp_unseen", "call_1"))  # its response.created was lost
+    follow_up = d.gate.function_result("call_1", {}, now=d.now, owner=lambda r: None)
+    d.gate.connection_lost(ConnectionLost("gone"), now=d.now)
+    d.gate.resume()
+    d.pump()
+    assert follow_up.state is TicketState.SENT  # found by the property machine: held for ever

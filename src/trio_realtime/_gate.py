@@ -785,6 +785,8 @@ class Gate(Generic[OwnerT]):
         for response in self._responses.values():
             self._end_response(response)
             self._response_ended(response.response_id, {})
+        for follow_up in self._turns.all_ended():  # those it never heard of too (rule 12)
+            self.release_held(follow_up)
         self._sent.clear()
         self._responses.clear()
         self._strays.clear()

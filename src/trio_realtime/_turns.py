@@ -92,6 +92,16 @@ class Turns(Generic[T]):
         turn.done = True
         return self._ready(turn)
 
+    def all_ended(self) -> list[T]:
+        """Every response ended (its connection is gone): the follow-ups that may go now."""
+        ready = []
+        for turn in self._by_response.values():
+            turn.done = True
+            follow_up = self._ready(turn)
+            if follow_up is not None:
+                ready.append(follow_up)
+        return ready
+
     def turn_of(self, call_id: str) -> Turn[T] | None:
         """The turn a call belongs to, if the call was seen."""
         return self._by_call.get(call_id)
