@@ -43,6 +43,9 @@ holder), so that the model knows whose cancel to expect. Checks switched off, an
 - a turn's follow-up is released by the gate itself, at a moment the model does not pin down:
   its place in the priority order (3) is not checked, and the rule-4 check's snapshot for it
   is taken early (so only looser);
+- liveness (7) leaves out a follow-up whose turn's response the gate never heard of (its
+  created and done both lost, on a connection still open): nothing can end that turn, as the
+  gate holds no deadline for a response it never saw;
 - the positive half of the rule-4 prediction (retried at once) only when the model knows an
   end for certain (a ``response.done`` naming an in-band conversation, not the
   ``response.cancelled`` alias, which names none) and knows nothing else to run (no response
