@@ -6,6 +6,7 @@ from typing import Any
 
 from trio_realtime._events import METADATA_KEY
 from trio_realtime._gate import Gate, Request
+from trio_realtime._request_body import response_body
 
 Event = dict[str, Any]
 
@@ -73,13 +74,15 @@ class Driver:
         options.setdefault("created_timeout", 10.0)
         options.setdefault("response_timeout", 30.0)
         options.setdefault("cancel_grace", 5.0)
-        self.gate = Gate(**options)
+        self.gate: Gate[None] = Gate(**options)
         self.now = 0.0
         self.sent: list[Event] = []
         self.ended: list[str] = []
 
-    def submit(self, body: Event | None = None, priority: int = 0, **kw: Any) -> Request:
-        request = self.gate.submit(body, priority=priority, now=self.now, **kw)
+    def submit(self, body: Event | None = None, priority: int = 0, **kw: Any) -> Request[None]:
+        kw.setdefault("owner", lambda request: None)
+        checked = response_body(body, priority)  # where the session's request path checks it
+        request = self.gate.submit(checked, priority=priority, now=self.now, **kw)
         self.pump()
         return request
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import pytest
 
 from gate_helpers import Driver, conflict, created, delta, done, error
 from trio_realtime import QueueFull, ResponseRejected, ResponseTimeout, TicketState
 from trio_realtime._events import METADATA_KEY
 
-# Rule 1: correlation -----------------------------------------------------------------------
+# Rule 1: correlation -----------------------------------------------------------------------------
 
 
 def test_each_create_carries_a_unique_event_id_echoed_in_metadata() -> None:
@@ -53,7 +56,7 @@ def test_conflict_without_event_id_falls_back_to_the_request_in_flight() -> None
     assert d.gate.statistics().conflicts_absorbed == 1
 
 
-# Rule 2: server-started responses ---------------------------------------------------------
+# Rule 3: the slot, and server-started responses --------------------------------------------------
 
 
 def test_server_started_response_holds_the_slot_until_its_done() -> None:
@@ -78,7 +81,7 @@ def test_out_of_band_server_response_does_not_take_the_slot() -> None:
     assert request.state is TicketState.SENT
 
 
-# Rule 3: conflicts ---------------------------------------------------------------------------
+# Rule 4: conflicts -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("legacy", [False, True])
@@ -91,11 +94,10 @@ def test_conflict_requeues_at_head_and_retries_after_the_blocker(
     later = d.submit(priority=5)  # higher priority, but the rejected one goes first
     d.feed(conflict(mine.event_id if echo_id else None, "resp_X", legacy=legacy))
     if legacy:
-        # Naming nothing while nothing is known to run: retried at once (rule 4), and a
-        # second such conflict in a row waits for an in-band done.
-        assert mine.state is TicketState.SENT
-        assert [c["event_id"] for c in d.creates()] == [mine.event_id, mine.event_id]
-        d.feed(conflict(mine.event_id if echo_id else None, "resp_X", legacy=legacy))
+        # Naming nothing while nothing is known to run, and nothing ended since it was
+        # queued: the blocker has not shown itself yet, so it waits for an in-band done
+        # (rule 4 as amended by issue 13; it used to be retried at once into the blocker).
+        assert d.gate.slot_holder == "?"
     first_attempts = mine.attempts
     assert mine.state is TicketState.QUEUED
     assert mine.error is None
@@ -145,8 +147,8 @@ def test_conflict_naming_an_unseen_response_waits_for_its_done() -> None:
 def test_legacy_conflict_without_a_response_id_waits_for_any_in_band_done() -> None:
     d = Driver()
     mine = d.submit()
-    d.feed(conflict(mine.event_id, legacy=True))  # nothing known to run: retried at once
-    d.feed(conflict(mine.event_id, legacy=True))  # again: something runs after all
+    d.feed(conflict(mine.event_id, legacy=True))  # nothing known to run, nor to have ended
+    d.feed(conflict(mine.event_id, legacy=True))  # a stale echo: changes nothing
     assert d.gate.slot_holder == "?"
     d.feed(done("resp_whatever"))
     assert mine.state is TicketState.SENT
@@ -172,7 +174,7 @@ def test_errors_of_other_client_events_are_ignored() -> None:
     assert mine.state is TicketState.SENT
 
 
-# Rule 4: cancel ------------------------------------------------------------------------------
+# Rule 6: cancel ----------------------------------------------------------------------------------
 
 
 def test_cancel_queued_ticket_is_never_sent() -> None:
@@ -251,7 +253,7 @@ def test_cancel_active_with_nothing_active() -> None:
     assert d.pump() == []
 
 
-# Rule 5: deadlines ---------------------------------------------------------------------------
+# Rule 7: deadlines -------------------------------------------------------------------------------
 
 
 def test_no_created_within_created_timeout_fails_and_frees_the_slot() -> None:
@@ -319,7 +321,7 @@ def test_next_deadline() -> None:
     assert d.gate.next_deadline() == 31.0
 
 
-# Rule 6: out-of-band ------------------------------------------------------------------------
+# Rule 8: out-of-band -----------------------------------------------------------------------------
 
 
 def test_out_of_band_requests_skip_the_slot_by_default() -> None:
@@ -341,7 +343,7 @@ def test_out_of_band_requests_can_be_made_to_take_the_slot() -> None:
     assert oob.state is TicketState.QUEUED
 
 
-# Rule 7: tolerance ---------------------------------------------------------------------------
+# Rule 9: tolerance -------------------------------------------------------------------------------
 
 
 def test_unknown_done_and_duplicates_are_tolerated() -> None:
@@ -376,7 +378,7 @@ def test_response_cancelled_alias_releases_the_slot() -> None:
     assert request.result.status == "cancelled"
 
 
-# Queue, priorities and closing ---------------------------------------------------------------
+# Rules 5 and 11: queue, priorities and closing ---------------------------------------------------
 
 
 def test_priority_then_fifo() -> None:
@@ -481,3 +483,152 @@ def test_the_slot_moves_through_its_states() -> None:
     assert d.gate.slot.state is SlotState.HELD
     d.feed(done("resp_1", mine.event_id))
     assert d.gate.slot.state is SlotState.FREE
+
+
+# Logs -----------------------------------------------------------------------------------------
+
+
+def test_slot_log_lines_name_a_holder_only_when_there_is_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_realtime._gate")
+    d = Driver()
+    mine = d.submit()
+    d.feed(created("resp_1", mine.event_id))
+    d.feed(done("resp_1", mine.event_id))
+    moves = [r.getMessage() for r in caplog.records if r.getMessage().startswith("slot ")]
+    assert moves[0].startswith(f"slot free -> reserved (<Request #{mine.seq} queued")
+    assert moves[-1].startswith("slot held -> free: ")
+    assert not [m for m in moves if re.match(r"slot [a-z ]+ -> [a-z ]+ None", m)]
+
+
+def test_a_huge_server_error_message_is_logged_capped(caplog: pytest.LogCaptureFixture) -> None:
+    d = Driver()
+    d.feed(error("server_error", "x" * 1_000_000, None))
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    line = record.getMessage()
+    assert len(line) < 1_000
+    assert "999500 more characters" in line
+
+
+def test_huge_response_ids_are_logged_capped(caplog: pytest.LogCaptureFixture) -> None:
+    d = Driver(response_timeout=30.0, cancel_grace=5.0)
+    huge = "resp_" + "x" * 1_000_000
+    d.feed(created(huge))
+    d.feed(created(huge + "y"))  # supersedes it: a warning naming both
+    d.advance(30.1)  # silent: cancelled, with a warning
+    d.advance(5.1)  # no done: force-released, with a warning
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3
+    assert all(len(line) < 2_000 for line in warnings), [len(line) for line in warnings]
+
+
+# The tables decide ----------------------------------------------------------------------------
+
+
+def test_every_move_is_looked_up_in_its_table_and_a_miss_raises() -> None:
+    from trio_realtime._gate_states import (
+        RESPONSE_MOVES,
+        SLOT_MOVES,
+        TICKET_MOVES,
+        Response,
+        ResponseState,
+        ResponseTrigger,
+        SlotState,
+        SlotTrigger,
+        TicketTrigger,
+    )
+
+    # Every slot state can be left when the connection goes; terminal requests never move.
+    assert all(SLOT_MOVES[(state, SlotTrigger.GONE)] is SlotState.FREE for state in SlotState)
+    assert not [key for key in TICKET_MOVES if key[0].terminal]
+    assert not [key for key in RESPONSE_MOVES if key[0] is ResponseState.ENDED]
+    d = Driver()
+    with pytest.raises(RuntimeError, match="gate bug: slot free cannot move"):
+        d.gate._move_slot(SlotTrigger.ENDED, "a free slot has no holder to end")
+    mine = d.submit()
+    d.feed(created("resp_1", mine.event_id))
+    d.feed(done("resp_1", mine.event_id))
+    with pytest.raises(RuntimeError, match="gate bug"):
+        d.gate._move(mine, TicketTrigger.SEND)  # a finished request is never sent again
+    ended = Response("resp_1", None, True, 0.0, ResponseState.ENDED)
+    with pytest.raises(RuntimeError, match="gate bug"):
+        d.gate._response_move(ended, ResponseTrigger.CANCEL)
+
+
+# Rule 12: function-call turns -----------------------------------------------------------------
+
+
+def call_item(rid: str, call_id: str) -> dict[str, object]:
+    return {
+        "type": "response.output_item.added",
+        "response_id": rid,
+        "item": {"type": "function_call", "call_id": call_id, "name": "f", "arguments": "{}"},
+    }
+
+
+def test_rule_12_one_follow_up_per_turn_after_its_done_and_every_result() -> None:
+    d = Driver()
+    d.feed(created("resp_tools"))
+    d.feed(call_item("resp_tools", "call_1"))
+    d.feed(call_item("resp_tools", "call_2"))
+    first = d.gate.function_result("call_1", {}, now=d.now, owner=lambda r: None)
+    second = d.gate.function_result(
+        "call_2", {"instructions": "x"}, now=d.now, owner=lambda r: None
+    )
+    assert first is second  # one follow-up for the turn
+    d.pump()
+    assert d.creates() == []  # its response still runs
+    d.feed(done("resp_tools"))
+    assert [c["event_id"] for c in d.creates()] == [first.event_id]
+    assert d.creates()[0]["response"].get("instructions") is None  # the first result's body
+
+
+def test_rule_12_a_turn_waits_for_every_call_and_a_stray_call_gets_its_own() -> None:
+    d = Driver()
+    d.feed(created("resp_tools"))
+    d.feed(call_item("resp_tools", "call_1"))
+    d.feed(call_item("resp_tools", "call_2"))
+    d.feed(done("resp_tools"))
+    follow_up = d.gate.function_result("call_1", {}, now=d.now, owner=lambda r: None)
+    d.pump()
+    assert follow_up.state is TicketState.QUEUED
+    assert d.gate.is_held(follow_up)
+    stray = d.gate.function_result("call_unknown", {}, now=d.now, owner=lambda r: None)
+    d.pump()
+    assert stray.state is TicketState.SENT  # a call never seen: a follow-up of its own
+    d.gate.function_result("call_2", {}, now=d.now, owner=lambda r: None)
+    assert not d.gate.is_held(follow_up)
+
+
+def test_rule_12_a_turn_whose_response_is_given_up_releases_its_follow_up() -> None:
+    d = Driver(response_timeout=30.0, cancel_grace=5.0)
+    d.feed(created("resp_tools"))
+    d.feed(call_item("resp_tools", "call_1"))
+    follow_up = d.gate.function_result("call_1", {}, now=d.now, owner=lambda r: None)
+    d.advance(30.1)  # silent: cancelled
+    d.advance(5.1)  # no done: given up (rule 7), so the turn's response has ended
+    assert follow_up.state is TicketState.SENT
+
+
+def test_rule_12_a_call_seen_after_its_response_was_given_up_does_not_wait_forever() -> None:
+    d = Driver(response_timeout=30.0, cancel_grace=5.0)
+    d.feed(created("resp_tools", conversation_id=None))
+    d.advance(30.1)  # silent: cancelled
+    d.advance(5.1)  # given up (rule 7): its turn has ended ...
+    d.feed(call_item("resp_tools", "call_1"))  # ... though the server still runs it
+    follow_up = d.gate.function_result("call_1", {}, now=d.now, owner=lambda r: None)
+    d.pump()
+    assert follow_up.state is TicketState.SENT  # found by the property machine: it was held forever
+
+
+def test_rule_12_a_lost_connection_ends_every_turn_even_of_a_response_never_seen() -> None:
+    from trio_realtime import ConnectionLost
+
+    d = Driver()
+    d.feed(call_item("resp_unseen", "call_1"))  # its response.created was lost
+    follow_up = d.gate.function_result("call_1", {}, now=d.now, owner=lambda r: None)
+    d.gate.connection_lost(ConnectionLost("gone"), now=d.now)
+    d.gate.resume()
+    d.pump()
+    assert follow_up.state is TicketState.SENT  # found by the property machine: held for ever

@@ -112,7 +112,9 @@ async def test_blind_conflict_after_the_blockers_done_does_not_stall_the_queue(
 def test_a_second_blind_conflict_in_a_row_waits_for_an_in_band_done() -> None:
     d = Driver()
     mine = d.submit()
-    d.feed(conflict(None, legacy=True))  # retried at once
+    d.feed(created("resp_vad"))  # overtakes ours, and ends: the server may still name it
+    d.feed(done("resp_vad"))
+    d.feed(conflict(None, legacy=True))  # retried at once (rule 4)
     d.feed(conflict(None, legacy=True))  # something runs after all: no retry storm
     assert mine.state is TicketState.QUEUED
     assert d.gate.slot_holder == "?"

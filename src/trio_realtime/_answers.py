@@ -80,10 +80,9 @@ class Unanswered:
             pass
         return entry.type
 
-    def acknowledged(self, event_type: str, event: Mapping[str, Any]) -> None:
-        """A server event that acknowledges a client event (``session.updated``, ...)."""
-        item = event.get("item")
-        item_id = item.get("id") if isinstance(item, Mapping) else None
+    def acknowledged(self, event_type: str, item_id: str | None) -> None:
+        """A server event that acknowledges a client event (``session.updated``, ...), with
+        the ``item.id`` it carries, if any."""
         for event_id, entry in self._entries.items():
             if event_type in ANSWERS.get(entry.type, ()) and entry.item_id in (None, item_id):
                 self.answered(event_id)

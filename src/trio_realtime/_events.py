@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -23,10 +23,16 @@ __all__ = [
     "OUTPUT_DELTAS",
     "SESSION_ERRORS",
     "UNANSWERED",
+    "Acknowledgement",
+    "Created",
+    "Done",
     "EventKind",
     "MalformedFrame",
+    "OutputAlive",
     "ServerError",
+    "ServerEvent",
     "classify",
+    "kind_of",
     "parse_error",
     "response_id_of",
 ]
@@ -114,30 +120,6 @@ _LIFECYCLE = {
 }
 
 
-def classify(event: Mapping[str, Any]) -> EventKind:
-    """Classify a parsed event (see :class:`EventKind`).
-
-    Raises :class:`MalformedFrame` for an event the session would act on that lacks what it
-    needs: a lifecycle event without a response id (or, for ``error``, without an ``error``
-    object), or an event of a response (``response.*``) without a string ``response_id``.
-    """
-    event_type: str = event["type"]
-    kind = _LIFECYCLE.get(event_type)
-    if kind is EventKind.ERROR:
-        if not isinstance(event.get("error"), Mapping):
-            raise MalformedFrame("error event without an 'error' object")
-        return kind
-    if kind is EventKind.ACK:
-        return kind
-    if kind is not None:
-        if response_id_of(event) is None:
-            raise MalformedFrame(f"{event_type} without a response id")
-        return kind
-    if isinstance(event.get("response_id"), str):
-        return EventKind.RESPONSE
-    if event_type.startswith("response.") and not event_type.startswith(_NO_RESPONSE_ID):
-        raise MalformedFrame(f"{event_type} without a string response_id")
-    return EventKind.OTHER
 
 
 def response_object(event: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -223,3 +205,116 @@ def parse_error(event: Mapping[str, Any]) -> ServerError:
         client_event_id=_str_or_none(error.get("event_id")),
         param=_str_or_none(error.get("param")),
     )
+
+
+# ---------------------------------------------------------------------- what the gate reads
+
+
+@attrs.frozen
+class Created:
+    """A ``response.created``."""
+
+    response_id: str
+    #: The request ``event_id`` the library put in ``response.metadata``, if any.
+    request_key: str | None
+    #: Whether it writes to the default conversation (see :func:`is_in_band`).
+    in_band: bool
+
+
+@attrs.frozen
+class Done:
+    """A ``response.done`` (or its alias ``response.cancelled``)."""
+
+    response_id: str
+    request_key: str | None
+    #: From the response object; an alias, which carries none, counts as in-band.
+    in_band: bool
+    #: The final status: ``completed``, ``cancelled``, ``failed``, ``incomplete`` (or another
+    #: a server invents).
+    status: str
+    #: The ``response`` object (empty for the alias).
+    response: Mapping[str, Any]
+
+
+@attrs.frozen
+class Acknowledgement:
+    """A server event that answers a client event (``session.updated``, ...)."""
+
+    type: str
+    #: The ``item.id`` it carries (``conversation.item.created`` / ``.added``), if any.
+    item_id: str | None
+
+
+class OutputAlive(NamedTuple):
+    """Any other event that names its response (deltas, items, parts): the response lives.
+
+    (A ``NamedTuple`` rather than an attrs class: one is made for every delta, the hot path,
+    and a tuple is the cheapest frozen record to make.)
+    """
+
+    response_id: str
+    #: An output delta (text, audio, transcript, arguments): "time to first output".
+    output: bool
+    #: For a ``response.output_item.added`` of a ``function_call`` item: its ``call_id``.
+    call_id: str | None = None
+
+
+#: What the gate consumes: every event is read into one of these once, at the door.
+ServerEvent = Created | Done | ServerError | Acknowledgement | OutputAlive
+
+_KINDS: Mapping[type, EventKind] = {
+    Created: EventKind.CREATED,
+    Done: EventKind.DONE,
+    ServerError: EventKind.ERROR,
+    Acknowledgement: EventKind.ACK,
+    OutputAlive: EventKind.RESPONSE,
+}
+
+
+def kind_of(view: ServerEvent | None) -> EventKind:
+    """The :class:`EventKind` of what :func:`classify` read."""
+    return EventKind.OTHER if view is None else _KINDS[type(view)]
+
+
+def classify(event: Mapping[str, Any]) -> ServerEvent | None:
+    """Read a parsed event into the record the gate consumes, once; None for an event only
+    subscribers care about.
+
+    Raises :class:`MalformedFrame` for an event the session would act on that lacks what it
+    needs: a lifecycle event without a response id (or, for ``error``, without an ``error``
+    object), or an event of a response (``response.*``) without a string ``response_id``.
+    """
+    event_type: str = event["type"]
+    kind = _LIFECYCLE.get(event_type)
+    if kind is EventKind.ERROR:
+        if not isinstance(event.get("error"), Mapping):
+            raise MalformedFrame("error event without an 'error' object")
+        return parse_error(event)
+    if kind is EventKind.ACK:
+        item = event.get("item")
+        item_id = item.get("id") if isinstance(item, Mapping) else None
+        return Acknowledgement(event_type, item_id if isinstance(item_id, str) else None)
+    if kind is not None:
+        rid = response_id_of(event)
+        if rid is None:
+            raise MalformedFrame(f"{event_type} without a response id")
+        response = response_object(event)
+        if kind is EventKind.CREATED:
+            created_id = response.get("id")
+            if not isinstance(created_id, str):
+                return None  # names its response only outside the object: nothing to hold
+            return Created(created_id, request_key_of(response), is_in_band(response))
+        status = status_of(response, event_type)
+        return Done(rid, request_key_of(response), is_in_band(response), status, response)
+    rid = event.get("response_id")
+    if isinstance(rid, str):
+        call_id = None
+        if event_type == "response.output_item.added":
+            item = event.get("item")
+            if isinstance(item, Mapping) and item.get("type") == "function_call":
+                call = item.get("call_id")
+                call_id = call if isinstance(call, str) else None
+        return OutputAlive(rid, event_type in OUTPUT_DELTAS, call_id)
+    if event_type.startswith("response.") and not event_type.startswith(_NO_RESPONSE_ID):
+        raise MalformedFrame(f"{event_type} without a string response_id")
+    return None

@@ -4,10 +4,11 @@ The Realtime API lets one response at a time write to the default conversation. 
 decides, for every request and every server event, who holds that right (the *slot*) and what
 the client must send. It is told everything that happens, through one method per kind of input:
 
-- :meth:`Gate.submit`, :meth:`Gate.release_held`, :meth:`Gate.cancel`,
+- :meth:`Gate.submit`, :meth:`Gate.function_result`, :meth:`Gate.cancel`,
   :meth:`Gate.cancel_active` and :meth:`Gate.client_event_sent`: the application;
-- :meth:`Gate.receive_event`: every server event the gate cares about (see
-  :class:`~trio_realtime._events.EventKind`), in arrival order;
+- :meth:`Gate.receive`: every server event the gate cares about, read once at the door into
+  a small record (:func:`~trio_realtime._events.classify`), in arrival order
+  (:meth:`Gate.receive_event` reads and applies a raw event);
 - :meth:`Gate.tick`: the clock, whenever :meth:`Gate.next_deadline` has passed;
 - :meth:`Gate.pump`: the one place where the slot is taken for a queued request and its
   ``response.create`` is emitted (the session's dispatcher task calls it, and only it);
@@ -15,7 +16,12 @@ the client must send. It is told everything that happens, through one method per
 
 It never calls out. What it decided waits in :class:`Effects` (client events to send, in wire
 order; requests that moved; responses that ended) until the shell takes it with
-:meth:`Gate.take_effects`.
+:meth:`Gate.take_effects`. The rules are below, numbered once: code comments and tests use
+the same numbers. The states and their tables (:data:`SLOT_MOVES`, :data:`RESPONSE_MOVES`,
+:data:`TICKET_MOVES`) are in :mod:`trio_realtime._gate_states`: every move is looked up there,
+and a miss is a bug that raises. (This module is longer than the house's ~600 lines on
+purpose: it is one state machine, its rules and the code applying them read top-down in one
+place; splitting the entry points from the rules they share would scatter each rule.)
 
 The rules
 ---------
@@ -54,14 +60,19 @@ The rules
    connection) holds it until its ``response.done``; if it overtook our request in flight,
    the slot goes back to that request afterwards (its answer is still to come). A new
    in-band ``response.created`` while another response holds the slot means that one ended
-   (its done was lost): the new one holds it.
+   (its done was lost): the new one holds it, and the old one ends if the server started it
+   (ours is kept until its done or its deadline: its request is still to be answered).
 4. **Conflict.** ``conversation_already_has_active_response`` puts the request back at the
-   head of the queue, never failing it. The slot passes to the response in the way: the one
-   the message names (released at once if its done already came), or, when the message names
-   none, the in-band response known to run. When none is known to run, the request is
-   retried at once; a second such conflict in a row holds the slot for an unnamed response
-   until any in-band ``response.done`` or its deadline (rule 7). Any other error for a request
-   fails it with :class:`ResponseRejected`.
+   head of the queue, never failing it. A conflict proves that something runs: the slot
+   passes to the response in the way. That is the one the message names (released at once if
+   its done already came), or, when the message names none, the in-band response known to
+   run. When none is known to run, the request is retried at once only if an in-band
+   response is known to have ended (its ``response.done`` came) since the request last went
+   into the queue: the server may name a response as active a moment after its done. Else
+   the blocker has not shown itself yet (its ``response.created`` may come after the
+   conflict): the slot is held for an unnamed response until the next in-band
+   ``response.created`` -> ``response.done`` (any in-band done), or its deadline (rule 7).
+   Any other error for a request fails it with :class:`ResponseRejected`.
 5. **Order.** Queued requests go by priority, then FIFO; a request sent back by a conflict
    goes first. Priorities order only what is still queued: a request is marked ``SENT`` in
    the step that emits its ``response.create``, and the shell writes the emitted events in
@@ -72,13 +83,20 @@ The rules
    ``response.cancel`` with its id. ``cancel_active`` interrupts whatever holds the slot.
 7. **Deadlines.** No ``response.created`` within ``created_timeout``: the request fails with
    :class:`ResponseTimeout`, and its late ``response.created`` is cancelled by id whenever it
-   comes, whatever happened before. No event of a running response within
-   ``response_timeout``: it is cancelled by id; no ``response.done`` within ``cancel_grace``
-   after any cancel: the slot is force-released and the response counts as ended.
+   comes, whatever happened before (a cancel sent before a response's ``response.created``,
+   answered ``response_cancel_not_active``, cancelled nothing: once it is created, it is
+   cancelled by id again). No event of a running response within ``response_timeout``: it is
+   cancelled by id; no ``response.done`` within ``cancel_grace`` after any cancel: the slot is
+   force-released and the response counts as ended. Deadlines are kept in a heap: the cost of
+   an event does not grow with the responses held.
 8. **Out-of-band** requests (``"conversation": "none"``) skip the slot unless configured
    otherwise.
 9. **Tolerance.** Unknown ids, duplicates, a ``response.done`` without its
-   ``response.created`` (it finishes the request its metadata names) are tolerated.
+   ``response.created`` (it finishes the request its metadata names) are tolerated. So is a
+   flood of responses that never end: a server-started in-band response superseded by a newer
+   one ends then (rule 3), and at most 256 server-started out-of-band ones are remembered (the
+   oldest is forgotten, never cancelled), so what the gate holds, the work each event costs
+   and the cancels a server can provoke stay bounded.
 10. **A new connection.** :meth:`Gate.connection_lost` fails every request whose
     ``response.create`` went out on the lost connection (``SENT`` or ``ACTIVE``: nobody knows
     whether the server ran it, so it is never resent), forgets every response and unanswered
@@ -87,43 +105,61 @@ The rules
     called. :meth:`Gate.pause` stops the queue for a planned switch, which waits until the
     gate is :attr:`Gate.quiet` (nothing in flight, no response running).
 11. **The end.** :meth:`Gate.close` fails every request still waiting; later submits raise.
+12. **Function-call turns.** The results of one response's function calls share one
+    follow-up request (:meth:`Gate.function_result`): held until that response ended (its
+    ``response.done``, or given up under rule 7, 9 or 10) and every call it made (its
+    ``function_call`` items) has a result, then queued. One ``response.create`` per turn,
+    never before its response ended.
 """
 
 from __future__ import annotations
 
-import enum
 import heapq
 import itertools
 import logging
 import math
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
-
-import attrs
+from typing import Any, Generic
 
 from ._answers import Unanswered
 from ._errors import QueueFull, RealtimeError, ResponseRejected, ResponseTimeout
 from ._events import (
     CANCEL_NOT_ACTIVE,
     METADATA_KEY,
-    OUTPUT_DELTAS,
-    RESPONSE_CANCELLED,
-    RESPONSE_CREATED,
-    RESPONSE_DONE,
-    is_in_band,
-    parse_error,
-    request_key_of,
-    response_id_of,
-    response_object,
-    status_of,
+    Created,
+    Done,
+    OutputAlive,
+    ServerError,
+    ServerEvent,
+    classify,
+)
+from ._gate_states import (
+    RESPONSE_MOVES,
+    SLOT_MOVES,
+    TICKET_MOVES,
+    CancelTarget,
+    Effects,
+    OwnerT,
+    Request,
+    Response,
+    ResponseState,
+    ResponseTrigger,
+    Slot,
+    SlotState,
+    SlotTrigger,
+    TicketState,
+    TicketTrigger,
+    queue_key,
 )
 from ._result import ResponseResult
 from ._statistics import STATUS_COUNTS, GateStatistics
-from ._util import LastN
+from ._turns import Turns
+from ._util import LastN, cap
 
 __all__ = [
+    "RESPONSE_MOVES",
     "SLOT_MOVES",
     "TICKET_MOVES",
     "CancelTarget",
@@ -131,6 +167,8 @@ __all__ = [
     "Gate",
     "GateStatistics",
     "Request",
+    "Response",
+    "ResponseState",
     "Slot",
     "SlotState",
     "TicketState",
@@ -143,180 +181,13 @@ Event = dict[str, Any]
 
 #: How many finished response ids, abandoned requests and unanswered events are remembered.
 _MEMORY = 256
-#: Most metadata pairs the API accepts on a response.
-_MAX_METADATA = 16
-
-
-# ---------------------------------------------------------------------- states and moves
-
-
-class TicketState(enum.Enum):
-    """Where a request is. ``DONE`` and ``FAILED`` are terminal."""
-
-    QUEUED = "queued"  #: waiting for the slot (or for its turn's function results)
-    SENT = "sent"  #: ``response.create`` sent, no ``response.created`` yet
-    ACTIVE = "active"  #: ``response.created`` seen, no ``response.done`` yet
-    DONE = "done"  #: finished: see the result's status (cancelled before sending included)
-    FAILED = "failed"  #: rejected, timed out, or the session ended first
-
-    @property
-    def terminal(self) -> bool:
-        return self in (TicketState.DONE, TicketState.FAILED)
-
-
-_Q, _S, _A, _D, _F = (
-    TicketState.QUEUED,
-    TicketState.SENT,
-    TicketState.ACTIVE,
-    TicketState.DONE,
-    TicketState.FAILED,
-)
-
-#: Every move a request may make; any other is a bug and raises.
-TICKET_MOVES: Mapping[TicketState, frozenset[TicketState]] = {
-    _Q: frozenset({_S, _D, _F}),  # sent; cancelled before sending; closed
-    _S: frozenset({_Q, _A, _D, _F}),  # conflict; created; done without created or cancelled
-    # at a conflict; rejected, timed out or closed
-    _A: frozenset({_D, _F}),  # done; force-released or closed
-    _D: frozenset(),
-    _F: frozenset(),
-}
-
-
-class SlotState(enum.Enum):
-    """Who holds the one in-band slot."""
-
-    FREE = "free"
-    #: Our in-band request is in flight (sent, not yet created): its answer is to come.
-    RESERVED = "reserved"
-    #: A response runs, ours or the server's (possibly known only from a conflict message).
-    HELD = "held"
-    #: A conflict said a response runs, without naming it: held until any in-band
-    #: ``response.done``, a new in-band ``response.created``, or the deadline.
-    HELD_UNNAMED = "held by an unnamed response"
-
 
 _FREE, _RESERVED, _HELD, _UNNAMED = SlotState
-
-#: Every move the slot may make (any state may also become FREE, and HELD may pass to
-#: another response); any other is a bug and raises.
-SLOT_MOVES: Mapping[SlotState, frozenset[SlotState]] = {
-    _FREE: frozenset({_RESERVED, _HELD}),  # a create sent; a response started
-    _RESERVED: frozenset({_FREE, _HELD, _UNNAMED}),  # answered; created (ours or not); conflict
-    _HELD: frozenset({_FREE, _RESERVED, _HELD}),  # ended; back to the displaced request;
-    # a newer response, or the displaced request's own
-    _UNNAMED: frozenset({_FREE, _RESERVED, _HELD}),
-}
-
-
-@attrs.define(eq=False, repr=False)
-class Request:
-    """One requested response, from submission to its terminal state."""
-
-    body: Mapping[str, Any]
-    priority: int
-    seq: int
-    takes_slot: bool
-    queued_at: float
-    #: ``event_id`` of its ``response.create``, also in ``metadata``; the same on every attempt.
-    event_id: str
-    #: The shell's handle on this request (the session's ticket). The gate never touches it.
-    owner: object = None
-    state: TicketState = TicketState.QUEUED
-    response_id: str | None = None
-    result: ResponseResult | None = None
-    error: RealtimeError | None = None
-    attempts: int = 0
-    cancel_requested: bool = False
-    held: bool = False
-    #: Its last conflict named no response while none was known to run (rule 4).
-    blind_conflict: bool = False
-    sent_at: float | None = None
-    created_at: float | None = None
-    #: When its first output delta (text, audio, transcript, arguments) arrived.
-    first_output_at: float | None = None
-    finished_at: float | None = None
-    #: While SENT: when a missing ``response.created`` becomes a timeout.
-    deadline: float = math.inf
-
-    @property
-    def in_band(self) -> bool:
-        """Whether its response writes to the default conversation."""
-        return bool(self.body.get("conversation", "auto") != "none")
-
-    def __repr__(self) -> str:
-        return (
-            f"<Request #{self.seq} {self.state.value} priority={self.priority}"
-            f" response_id={self.response_id!r}>"
-        )
-
-
-def queue_key(request: Request) -> tuple[int, ...]:
-    """The queue's order (rule 5): a conflict retry first, then priority, then FIFO."""
-    if request.attempts:
-        return (0, request.seq)
-    return (1, -request.priority, request.seq)
-
-
-@attrs.define(eq=False)
-class _Response:
-    """A response the server runs, ours (``request``) or not."""
-
-    response_id: str | None  #: None: one a conflict reported without naming it
-    request: Request | None
-    in_band: bool
-    #: Activity deadline, or after a cancel, the end of the grace period.
-    deadline: float
-    cancel_sent: bool = False
-    ended: bool = False
-    #: False for a response known so far only from a conflict message.
-    created_seen: bool = True
-
-
-#: What :meth:`Gate.cancel_active` returns for :meth:`Gate.is_finished` to watch.
-CancelTarget = Request | _Response
-
-
-@attrs.frozen
-class Slot:
-    """The slot's state and just what that state needs."""
-
-    state: SlotState
-    #: RESERVED: the request in flight.
-    request: Request | None = None
-    #: HELD / HELD_UNNAMED: the response running.
-    response: _Response | None = None
-    #: HELD / HELD_UNNAMED: our request in flight that this response overtook; the slot goes
-    #: back to it when the response ends, if its answer is still to come.
-    displaced: Request | None = None
-
-    @property
-    def holder(self) -> Request | str | None:
-        """A request in flight, a response id, ``"?"`` for an unnamed response, or None."""
-        if self.request is not None:
-            return self.request
-        if self.response is not None:
-            return self.response.response_id or "?"
-        return None
-
-
+_T = SlotTrigger
+_NAMED, _NAMED_CANCELLED, _RUNNING, _CANCELLING, _ENDED = ResponseState
+_R = ResponseTrigger
+_TT = TicketTrigger
 _FREE_SLOT = Slot(_FREE)
-
-
-@attrs.define
-class Effects:
-    """What the gate decided since the shell last looked."""
-
-    #: Client events to send, in this order.
-    send: list[Event] = attrs.Factory(list)
-    #: Each move of a request, in order: the request and the state it moved to.
-    changed: list[tuple[Request, TicketState]] = attrs.Factory(list)
-    #: Responses that ended (``response.done``, or force-released), with their ``response``
-    #: object (empty when force-released).
-    ended: list[tuple[str, Mapping[str, Any]]] = attrs.Factory(list)
-
-    def __bool__(self) -> bool:
-        return bool(self.send or self.changed or self.ended)
 
 
 def _new_id_factory() -> Callable[[], str]:
@@ -328,8 +199,9 @@ def _new_id_factory() -> Callable[[], str]:
 # ---------------------------------------------------------------------- the gate
 
 
-class Gate:
-    """The rules of the slot. See the module docstring."""
+class Gate(Generic[OwnerT]):
+    """The rules of the slot. See the module docstring. ``OwnerT`` is the type of the shell's
+    handle on each request (see :attr:`Request.owner`)."""
 
     def __init__(
         self,
@@ -349,18 +221,28 @@ class Gate:
         self._new_id = new_id or _new_id_factory()
         self._seq = itertools.count(1)  # requests are numbered #1, #2, ... in logs
         self._slot = _FREE_SLOT
-        # Requests by stage. The queue drops cancelled entries lazily.
-        self._queue: list[tuple[tuple[int, ...], Request]] = []
-        self._free_lane: deque[Request] = deque()  # sent at once, no slot needed
-        self._held: set[Request] = set()
-        self._waiting = 0  # queued + free lane + held
-        self._sent: dict[str, Request] = {}  # by event_id
-        self._responses: dict[str, _Response] = {}  # running, by response id
+        # Requests by stage: QUEUED ones are in exactly one of the first three.
+        self._queue: list[tuple[tuple[int, ...], Request[OwnerT]]] = []  # a heap (rule 5)
+        self._free_lane: deque[Request[OwnerT]] = deque()  # sent at once, no slot needed
+        self._held: set[Request[OwnerT]] = set()  # follow-ups waiting for their turn (rule 12)
+        self._sent: dict[str, Request[OwnerT]] = {}  # by event_id
+        #: Running, by response id; the one a conflict reported without naming it (rule 4)
+        #: under None until its first event shows its id.
+        self._responses: dict[str | None, Response] = {}
+        #: Server-started out-of-band responses running, oldest first (rule 9: bounded).
+        self._strays: OrderedDict[str, None] = OrderedDict()
+        #: Deadlines of requests in flight and responses running (rule 7), lazily: an entry
+        #: whose key is not its item's ``scheduled`` any more, or whose item left, is skipped.
+        self._deadlines: list[tuple[float, int, Request[OwnerT] | Response]] = []
+        self._deadline_seq = itertools.count()
+        #: In-band responses seen to end (rule 4).
+        self._ends = 0
         self._unanswered = Unanswered(timeout=created_timeout)  # rule 2
         self._abandoned: LastN[str, None] = LastN(_MEMORY)  # requests given up before created
         self._finished: LastN[str, None] = LastN(_MEMORY)  # responses whose done was seen
         self._cancel_ids: LastN[str, None] = LastN(_MEMORY)
-        self._effects = Effects()
+        self._turns: Turns[Request[OwnerT]] = Turns()  # rule 12
+        self._effects: Effects[OwnerT] = Effects()
         self._paused = False
         self._closed: RealtimeError | None = None
         self._counts = dict.fromkeys(GateStatistics.counts(), 0)
@@ -372,7 +254,7 @@ class Gate:
         return self._slot
 
     @property
-    def slot_holder(self) -> Request | str | None:
+    def slot_holder(self) -> Request[OwnerT] | str | None:
         """The slot's holder: a request in flight, a response id, ``"?"``, or None."""
         return self._slot.holder
 
@@ -395,11 +277,11 @@ class Gate:
         return self._slot.state is _FREE and not self._sent and not self._responses
 
     def active_response_ids(self) -> list[str]:
-        return list(self._responses)
+        return [rid for rid in self._responses if rid is not None]
 
-    def pending(self) -> Iterator[Request]:
+    def pending(self) -> Iterator[Request[OwnerT]]:
         """Every request not yet terminal."""
-        yield from (r for _, r in self._queue if r.state is TicketState.QUEUED)
+        yield from (r for _, r in self._queue)
         yield from self._free_lane
         yield from self._held
         yield from self._sent.values()
@@ -414,19 +296,24 @@ class Gate:
             **self._counts,
         )
 
-    def next_deadline(self) -> float:
-        """The earliest time at which :meth:`tick` has work to do."""
-        deadline = math.inf
-        for request in self._sent.values():
-            deadline = min(deadline, request.deadline)
-        for response in self._responses.values():
-            deadline = min(deadline, response.deadline)
-        if self._slot.state is _UNNAMED:
-            assert self._slot.response is not None
-            deadline = min(deadline, self._slot.response.deadline)
-        return deadline
+    @property
+    def _waiting(self) -> int:
+        """Requests QUEUED: waiting for the slot, to go out, or for their turn."""
+        return len(self._queue) + len(self._free_lane) + len(self._held)
 
-    def take_effects(self) -> Effects | None:
+    def is_held(self, request: Request[OwnerT]) -> bool:
+        """Whether a request waits for its turn's function results (rule 12)."""
+        return request in self._held
+
+    def next_deadline(self) -> float:
+        """The earliest time at which :meth:`tick` may have work to do (never later than the
+        real next deadline; a response's activity moves its deadline without a new entry)."""
+        heap = self._deadlines
+        while heap and not self._scheduled(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else math.inf
+
+    def take_effects(self) -> Effects[OwnerT] | None:
         """What was decided since the last call, or None if nothing was."""
         effects = self._effects
         if not effects:
@@ -438,70 +325,80 @@ class Gate:
 
     def submit(
         self,
-        body: Mapping[str, Any] | None,
+        body: Mapping[str, Any],
         *,
         priority: int = 0,
         now: float,
-        owner: object = None,
+        owner: Callable[[Request[OwnerT]], OwnerT],
         held: bool = False,
-    ) -> Request:
-        """Queue a request. ``held`` ones wait for :meth:`release_held` before they queue.
+    ) -> Request[OwnerT]:
+        """Queue a request with ``body``, checked where it came in
+        (:func:`~trio_realtime._request_body.response_body`). ``held`` ones wait for
+        :meth:`release_held` before they queue. ``owner`` makes the shell's handle on it
+        (:attr:`Request.owner`).
 
-        Raises ``TypeError`` / ``ValueError`` for a bad body or priority, the close error once
-        closed, :class:`QueueFull` when ``max_queue`` wait.
+        Raises the close error once closed, :class:`QueueFull` when ``max_queue`` wait.
         """
-        if body is not None and not isinstance(body, Mapping):
-            raise TypeError(
-                f"response must be a mapping (the body of response.create) or None, "
-                f"not {type(body).__name__}"
-            )
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise TypeError(f"priority must be an int, not {type(priority).__name__}")
-        body = dict(body or {})
-        metadata = body.get("metadata")
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise TypeError("response['metadata'] must be a mapping")
-        if metadata is not None and len(metadata) >= _MAX_METADATA:
-            raise ValueError(f"response['metadata'] may hold at most {_MAX_METADATA - 1} pairs")
         if self._closed is not None:
             raise self._closed
         if self._waiting >= self._max_queue:
             raise QueueFull(f"{self._waiting} requests already wait (max_queue)")
-        request = Request(
+        request = Request[OwnerT](
             body=body,
             priority=priority,
             seq=next(self._seq),
             event_id=self._new_id(),
             takes_slot=self._oob_takes_slot or body.get("conversation", "auto") != "none",
             queued_at=now,
-            owner=owner,
-            held=held,
         )
-        self._waiting += 1
+        request.owner = owner(request)
         if held:
             self._held.add(request)
         else:
             self._enqueue(request)
         return request
 
-    def release_held(self, request: Request) -> None:
+    def release_held(self, request: Request[OwnerT]) -> None:
         """Let a held request (a function-call follow-up) join the queue."""
         if request in self._held:
             self._held.discard(request)
-            request.held = False
             self._enqueue(request)
 
-    def cancel(self, request: Request, *, now: float) -> None:
+    def function_result(
+        self,
+        call_id: str,
+        body: Mapping[str, Any],
+        *,
+        priority: int = 0,
+        now: float,
+        owner: Callable[[Request[OwnerT]], OwnerT],
+    ) -> Request[OwnerT]:
+        """The application sent a function call's result: the follow-up request it belongs
+        to (rule 12). The results of one turn share one follow-up, queued once the response
+        that made the calls ended and every call has a result; a call never seen gets a
+        follow-up of its own, queued at once. ``body`` is the follow-up's (the first result
+        of a turn gives it). Raises as :meth:`submit`."""
+        turn = self._turns.turn_of(call_id)
+        if turn is None:
+            return self.submit(body, priority=priority, now=now, owner=owner)
+        if turn.follow_up is None:
+            turn.follow_up = self.submit(body, priority=priority, now=now, owner=owner, held=True)
+        follow_up = turn.follow_up
+        ready = self._turns.add_result(turn, call_id)
+        if ready is not None:
+            self.release_held(ready)
+        return follow_up
+
+    def cancel(self, request: Request[OwnerT], *, now: float) -> None:
         """Cancel a request at whatever stage it is (rule 6). Idempotent."""
         state = request.state
         if state is TicketState.QUEUED:
-            self._waiting -= 1
-            self._held.discard(request)
-            if request in self._free_lane:
+            if request in self._held:
+                self._held.discard(request)
+            elif request in self._free_lane:
                 self._free_lane.remove(request)
-            # Queue entries are dropped lazily; compact when they pile up.
-            if len(self._queue) > 2 * self._waiting + 64:
-                self._queue = [e for e in self._queue if e[1].state is TicketState.QUEUED]
+            else:
+                self._queue = [e for e in self._queue if e[1] is not request]
                 heapq.heapify(self._queue)
             self._done(request, "cancelled", None, now)
         elif state is TicketState.SENT:
@@ -533,7 +430,7 @@ class Gate:
     def is_finished(target: CancelTarget) -> bool:
         if isinstance(target, Request):
             return target.state.terminal
-        return target.ended
+        return target.state is ResponseState.ENDED
 
     def client_event_sent(self, event: Mapping[str, Any], *, now: float) -> None:
         """The application sent this client event (not a ``response.create``), in wire order."""
@@ -554,53 +451,52 @@ class Gate:
             request = self._queue_head()
             if request is not None:
                 heapq.heappop(self._queue)
-                self._set_slot(Slot(_RESERVED, request=request), "sending")
+                self._move_slot(_T.SEND, "sending", request=request)
                 self._send(request, now)
 
     # ------------------------------------------------------------------ the server
 
-    def receive_event(self, event: Mapping[str, Any], *, now: float) -> Request | None:
-        """Apply one server event; return the request it belongs to, if any.
+    def receive_event(self, event: Mapping[str, Any], *, now: float) -> Request[OwnerT] | None:
+        """Read a server event (:func:`~trio_realtime._events.classify`) and apply it (see
+        :meth:`receive`); None for an event the gate does not care about."""
+        view = classify(event)
+        return None if view is None else self.receive(view, now=now)
 
-        Lifecycle events (``response.created``, ``response.done``, ``response.cancelled``,
-        ``error``), acknowledgements of client events, and any event naming its response
-        (which proves the response alive) are understood; others are ignored.
+    def receive(self, event: ServerEvent, *, now: float) -> Request[OwnerT] | None:
+        """Apply one server event, read once at the door; return the request it belongs to.
+
+        Lifecycle events (created, done, error), acknowledgements of client events, and any
+        event naming its response (which proves the response alive) are understood.
         """
-        event_type = event.get("type")
-        if event_type == RESPONSE_CREATED:
+        if isinstance(event, OutputAlive):  # the hot path: deltas
+            return self._on_output(event, now)
+        if isinstance(event, Created):
             return self._on_created(event, now)
-        if event_type in (RESPONSE_DONE, RESPONSE_CANCELLED):
+        if isinstance(event, Done):
             return self._on_done(event, now)
-        if event_type == "error":
+        if isinstance(event, ServerError):
             return self._on_error(event, now)
-        rid = event.get("response_id")
-        if isinstance(rid, str):
-            response = self._responses.get(rid)
-            if response is None:
-                return None
-            if not response.cancel_sent:
-                response.deadline = now + self._response_timeout
-            request = response.request
-            if (
-                request is not None
-                and request.first_output_at is None
-                and event_type in OUTPUT_DELTAS
-            ):
-                request.first_output_at = now
-            return request
-        if isinstance(event_type, str) and self._unanswered:
-            self._unanswered.acknowledged(event_type, event)
+        if self._unanswered:
+            self._unanswered.acknowledged(event.type, event.item_id)
         return None
 
-    def _on_created(self, event: Mapping[str, Any], now: float) -> Request | None:
-        response = response_object(event)
-        rid = response.get("id")
-        if not isinstance(rid, str):
-            logger.warning("response.created without a response id; ignored")
+    def _on_output(self, event: OutputAlive, now: float) -> Request[OwnerT] | None:
+        if event.call_id is not None:
+            self._turns.note_call(event.response_id, event.call_id)
+        response = self._responses.get(event.response_id)
+        if response is None:
             return None
-        key = request_key_of(response)
+        if response.state is _RUNNING:
+            response.deadline = now + self._response_timeout  # later: no new heap entry
+        request = response.request
+        if request is not None and event.output and request.first_output_at is None:
+            request.first_output_at = now
+        return request
+
+    def _on_created(self, event: Created, now: float) -> Request[OwnerT] | None:
+        rid, key = event.response_id, event.request_key
         known = self._responses.get(rid)
-        if known is not None and known.created_seen:
+        if known is not None and known.state not in (_NAMED, _NAMED_CANCELLED):
             return known.request  # a duplicate
         if known is None and rid in self._finished:
             logger.debug("response.created for finished %s (duplicate or late); ignored", rid)
@@ -611,100 +507,130 @@ class Gate:
         if request is not None:
             return self._request_created(request, rid, known, now)
         if known is not None:  # the blocker a conflict named: now it shows itself
-            known.created_seen = True
-            self._count_or_cancel_unmatched(known, key, now)
+            cancelled_unseen = self._response_move(known, _R.CREATED)
+            self._count_or_cancel_unmatched(known, key, cancelled_unseen, now)
             return None
-        in_band = is_in_band(response)
-        running = _Response(rid, None, in_band, now + self._response_timeout)
+        running = Response(rid, None, event.in_band, now + self._response_timeout)
         self._responses[rid] = running
-        self._count_or_cancel_unmatched(running, key, now)
-        if in_band:
+        self._schedule(running)
+        if not event.in_band:
+            self._remember_stray(rid)
+        self._count_or_cancel_unmatched(running, key, False, now)
+        if event.in_band:
             self._take_slot(running, "a response started")
         return None
 
-    def _count_or_cancel_unmatched(self, response: _Response, key: str | None, now: float) -> None:
+    def _count_or_cancel_unmatched(
+        self, response: Response, key: str | None, cancelled_unseen: bool, now: float
+    ) -> None:
         """A created that matches no request in flight: a request we gave up on (rule 7:
-        cancel it, whatever happened before), or one the server started by itself."""
+        cancel it by id, whatever happened before), one cancelled before it showed itself
+        (rule 7 again), or one the server started by itself."""
         if key is not None and key in self._abandoned:
+            del self._abandoned[key]  # one response per request: a server cannot make more
             logger.warning("late response.created for an abandoned request: cancelling it")
             self._send_cancel(response, now)
-        elif response.in_band:
+            return
+        if response.in_band:
             self._counts["server_started"] += 1
+        if cancelled_unseen:
+            logger.debug("%s, cancelled before it showed itself: cancelled by id", response)
+            self._send_cancel(response, now)
+
+    def _remember_stray(self, rid: str) -> None:
+        """A server-started out-of-band response: at most :data:`_MEMORY` are held (rule 9)."""
+        strays = self._strays
+        strays[rid] = None
+        if len(strays) > _MEMORY:
+            oldest, _ = strays.popitem(last=False)
+            if self._responses.pop(oldest, None) is not None:
+                logger.debug("forgetting server-started %s (too many held)", oldest)
 
     def _request_created(
-        self, request: Request, rid: str, known: _Response | None, now: float
-    ) -> Request:
+        self, request: Request[OwnerT], rid: str, known: Response | None, now: float
+    ) -> Request[OwnerT]:
         request.response_id = rid
         request.created_at = now
-        self._move(request, TicketState.ACTIVE)
+        self._move(request, _TT.CREATED)
+        cancelled_unseen = False
         if known is not None:  # a conflict named it before it showed itself
             running = known
-            running.request, running.created_seen = request, True
+            running.request = request
             running.in_band = request.takes_slot
+            cancelled_unseen = self._response_move(running, _R.CREATED)
         else:
-            running = _Response(rid, request, request.takes_slot, now + self._response_timeout)
+            running = Response(rid, request, request.takes_slot, now + self._response_timeout)
             self._responses[rid] = running
+            self._schedule(running)
         if self._slot.request is request:
-            self._set_slot(Slot(_HELD, response=running), "our response started")
+            self._move_slot(_T.CREATED, "our response started", response=running)
         elif self._slot.response is running:
             pass
         elif request.takes_slot and (request.in_band or self._slot.state is _FREE):
             # (An out-of-band response that waits for the slot only by configuration does
             # not prove the in-band one holding it has ended.)
             self._take_slot(running, "our overtaken response started")
-        if request.cancel_requested:
+        if request.cancel_requested or cancelled_unseen:
             self._send_cancel(running, now)
         return request
 
-    def _take_slot(self, response: _Response, why: str) -> None:
-        """An in-band response was created: it holds the slot now (rule 3)."""
+    def _take_slot(self, response: Response, why: str) -> None:
+        """An in-band response was created: it holds the slot now (rule 3). The one holding
+        it has ended (its done was lost); if the server started it, it ends now."""
         slot = self._slot
         displaced = slot.request or slot.displaced
-        if slot.response is not None and slot.response.response_id is not None:
+        previous = slot.response
+        if previous is not None and previous.response_id is not None:
             logger.warning(
                 "response %s started while %s held the slot: taken as ended",
-                response.response_id,
-                slot.response.response_id,
+                cap(str(response.response_id)),
+                cap(previous.response_id),
             )
         if displaced is response.request:
             displaced = None
-        self._set_slot(Slot(_HELD, response=response, displaced=displaced), why)
+        self._move_slot(_T.CREATED, why, response=response, displaced=displaced)
+        if previous is not None and previous.request is None:
+            # Superseded (rule 3, rule 9): not remembered as finished, so a conflict naming
+            # it later means it still runs.
+            self._end_response(previous)
+            self._responses.pop(previous.response_id, None)
+            self._response_ended(previous.response_id, {})
 
-    def _on_done(self, event: Mapping[str, Any], now: float) -> Request | None:
-        response = response_object(event)
-        rid = response_id_of(event)
-        running = self._responses.pop(rid, None) if rid is not None else None
-        if running is not None:
-            running.ended = True
-            request = running.request
-            in_band = running.in_band
-        else:
-            key = request_key_of(response)
+    def _on_done(self, event: Done, now: float) -> Request[OwnerT] | None:
+        rid = event.response_id
+        running = self._responses.pop(rid, None)
+        request = None
+        if running is None:
+            key = event.request_key
             if key is not None:
                 self._unanswered.answered(key)
             request = self._sent.pop(key, None) if key is not None else None
             if request is not None:  # done without a created we saw (rule 9)
                 request.response_id = rid
-            in_band = is_in_band(response)
+            elif event.in_band:  # the unnamed blocker, if one runs, shows its id (rule 4)
+                running = self._responses.pop(None, None)
+        if running is not None:
+            self._end_response(running)
+            request = running.request
+            writes_conversation = running.writes_conversation
+        else:
+            writes_conversation = request.in_band if request is not None else event.in_band
+        self._strays.pop(rid, None)
+        if writes_conversation and rid not in self._finished:
+            self._ends += 1
         slot = self._slot
-        if (
-            (running is not None and slot.response is running)
-            or (request is not None and slot.request is request)
-            or (slot.state is _UNNAMED and in_band)
-        ):
+        if request is not None and slot.request is request:
+            self._move_slot(_T.ANSWERED, "the response ended without a created")
+        elif running is not None and slot.response is running:
             self._release_slot("the response ended")
-        if rid is not None:
-            self._finished[rid] = None
-            self._effects.ended.append((rid, response))
+        self._finished[rid] = None
+        self._response_ended(rid, event.response)
         if request is not None and not request.state.terminal:
-            status = status_of(response, str(event.get("type")))
-            if status not in STATUS_COUNTS:
-                status = "failed"
-            self._done(request, status, response, now)
+            status = event.status if event.status in STATUS_COUNTS else "failed"
+            self._done(request, status, event.response, now)
         return request
 
-    def _on_error(self, event: Mapping[str, Any], now: float) -> Request | None:
-        error = parse_error(event)
+    def _on_error(self, error: ServerError, now: float) -> Request[OwnerT] | None:
         eid = error.client_event_id
         if eid is None:
             eid = self._unanswered.culprit(
@@ -713,16 +639,17 @@ class Gate:
         answered = self._unanswered.answered(eid) if eid is not None else None
         request = self._sent.pop(eid, None) if eid is not None else None
         if request is None:
+            message = cap(error.message)
             if answered is not None and answered != "response.create":
                 logger.warning(
-                    "the server rejected %s %s: %s (%s)", answered, eid, error.message, error.code
+                    "the server rejected %s %s: %s (%s)", answered, eid, message, error.code
                 )
             elif eid is not None and eid in self._cancel_ids:
                 logger.debug("cancel answered %s: harmless", error.code)
             elif error.is_conflict:
-                logger.warning("conflict error matching no request: %s", error.message)
+                logger.warning("conflict error matching no request: %s", message)
             elif error.code != CANCEL_NOT_ACTIVE:
-                logger.warning("server error: %s (%s)", error.message, error.code)
+                logger.warning("server error: %s (%s)", message, cap(str(error.code)))
             return None
         if error.is_conflict:
             self._counts["conflicts_absorbed"] += 1
@@ -730,81 +657,89 @@ class Gate:
         else:
             self._counts["rejected"] += 1
             self._abandoned[request.event_id] = None  # in case the attribution was wrong
-            if self._slot.request is request:
-                self._release_slot("the request was rejected")
+            self._answered_in_flight(request, "the request was rejected")
             self._fail(request, ResponseRejected(error.code, error.message), now)
         return request
 
-    def _conflict(self, request: Request, blocker: str | None, now: float) -> None:
+    def _conflict(self, request: Request[OwnerT], blocker: str | None, now: float) -> None:
         if self._slot.request is request:
             self._pass_slot_to_blocker(request, blocker, now)
         if request.cancel_requested:
             self._done(request, "cancelled", None, now)
             return
         logger.debug("conflict absorbed; request #%d waits for %s", request.seq, blocker)
-        request.deadline = math.inf
-        self._move(request, TicketState.QUEUED)
-        self._waiting += 1
+        self._move(request, _TT.CONFLICT)
+        request.ends_seen = self._ends
         heapq.heappush(self._queue, (queue_key(request), request))
 
-    def _pass_slot_to_blocker(self, request: Request, blocker: str | None, now: float) -> None:
+    def _pass_slot_to_blocker(
+        self, request: Request[OwnerT], blocker: str | None, now: float
+    ) -> None:
         """Rule 4: the slot passes from the rejected request to the response in its way."""
-        request.blind_conflict, blind = False, request.blind_conflict
         if blocker is not None:
             if blocker in self._finished:
-                self._set_slot(_FREE_SLOT, f"conflict named {blocker}, already finished")
+                self._move_slot(_T.CONFLICT_ENDED, f"{blocker} already finished")
                 return
             running = self._responses.get(blocker)
-            if running is None:  # one that was force-released still runs, as the server says
-                running = _Response(blocker, None, True, now + self._response_timeout)
-                running.created_seen = False
+            if running is None:  # not yet seen, or force-released: it runs, the server says
+                running = self._named(blocker, now)
                 self._responses[blocker] = running
-            self._set_slot(Slot(_HELD, response=running), f"conflict named {blocker}")
+                self._schedule(running)
+            self._move_slot(_T.CONFLICT_RUNS, f"named {blocker}", response=running)
             return
-        live = [r for r in self._responses.values() if r.in_band and not r.ended]
+        live = [r for r in self._responses.values() if r.in_band and r.state is not _ENDED]
         if live:
-            self._set_slot(Slot(_HELD, response=live[-1]), "conflict, one response runs")
-        elif not blind:
-            request.blind_conflict = True
-            self._set_slot(_FREE_SLOT, "conflict naming nothing, nothing known to run: retry")
+            self._move_slot(_T.CONFLICT_RUNS, "one response runs", response=live[-1])
+        elif self._ends > request.ends_seen:
+            self._move_slot(_T.CONFLICT_ENDED, "naming nothing, after an in-band end")
         else:
-            unnamed = _Response(None, None, True, now + self._response_timeout)
-            unnamed.created_seen = False
-            self._set_slot(Slot(_UNNAMED, response=unnamed), "conflict naming nothing, again")
+            unnamed = self._responses[None] = self._named(None, now)
+            self._schedule(unnamed)
+            self._move_slot(_T.CONFLICT_UNSEEN, "naming nothing", response=unnamed)
+
+    def _named(self, response_id: str | None, now: float) -> Response:
+        """A response known only from a conflict (rule 4)."""
+        return Response(response_id, None, True, now + self._response_timeout, _NAMED)
 
     # ------------------------------------------------------------------ the clock
 
     def tick(self, *, now: float) -> None:
         """Apply every deadline that has passed (rule 7)."""
-        for request in [r for r in self._sent.values() if r.deadline <= now]:
-            del self._sent[request.event_id]
-            self._abandoned[request.event_id] = None
-            self._unanswered.give_up(request.event_id, now=now)
-            if self._slot.request is request:
-                self._release_slot("no response.created in time")
-            self._counts["timed_out"] += 1
-            logger.warning("no response.created for request #%d: timed out", request.seq)
-            self._fail(request, ResponseTimeout("no response.created within created_timeout"), now)
-        expired = [r for r in self._responses.values() if r.deadline <= now]
-        unnamed = self._slot.response if self._slot.state is _UNNAMED else None
-        if unnamed is not None and unnamed.deadline <= now:
-            expired.append(unnamed)
-        for response in expired:
-            if not response.cancel_sent:
-                logger.warning("response %s is silent: cancelling it", response.response_id)
-                self._send_cancel(response, now)
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if not self._scheduled(entry):
+                continue
+            item = entry[2]
+            item.scheduled = math.inf
+            if self._deadline_of(item) > now:  # moved by activity since: a new entry
+                self._schedule(item)
+            elif isinstance(item, Request):
+                self._created_timed_out(item, now)
+            elif item.state in (_NAMED, _RUNNING):
+                logger.warning("response %s is silent: cancelling it", cap(str(item.response_id)))
+                self._send_cancel(item, now)
             else:
-                self._force_release(response, now)
+                self._force_release(item, now)
 
-    def _force_release(self, response: _Response, now: float) -> None:
+    def _created_timed_out(self, request: Request[OwnerT], now: float) -> None:
+        del self._sent[request.event_id]
+        self._abandoned[request.event_id] = None
+        self._unanswered.give_up(request.event_id, now=now)
+        self._answered_in_flight(request, "no response.created in time")
+        self._counts["timed_out"] += 1
+        logger.warning("no response.created for request #%d: timed out", request.seq)
+        self._fail(request, ResponseTimeout("no response.created within created_timeout"), now)
+
+    def _force_release(self, response: Response, now: float) -> None:
         rid = response.response_id
-        logger.warning("no response.done for %s after cancel: slot force-released", rid)
+        logger.warning("no response.done for %s after cancel: slot force-released", cap(str(rid)))
         self._counts["forced_releases"] += 1
-        response.ended = True
-        if rid is not None:
-            # Not remembered as finished: a conflict naming it means it still runs.
-            self._responses.pop(rid, None)
-            self._effects.ended.append((rid, {}))
+        self._end_response(response)
+        # Not remembered as finished: a conflict naming it means it still runs.
+        self._responses.pop(rid, None)
+        self._strays.pop(rid or "", None)
+        self._response_ended(rid, {})
         if self._slot.response is response:
             self._release_slot("force-released")
         request = response.request
@@ -827,19 +762,9 @@ class Gate:
         """The connection is gone; a new one will follow (rule 10). Pauses the queue."""
         self._paused = True
         in_flight = [*self._sent.values()]
-        for response in self._responses.values():
-            response.ended = True
-            if response.request is not None:
-                in_flight.append(response.request)
-            if response.response_id is not None:
-                self._effects.ended.append((response.response_id, {}))
-        self._sent.clear()
-        self._responses.clear()
-        self._unanswered.clear()
-        self._set_slot(_FREE_SLOT, "the connection was lost")
-        for request in sorted(in_flight, key=lambda r: r.seq):
-            if not request.state.terminal:
-                self._fail(request, error, now)
+        in_flight.extend(r.request for r in self._responses.values() if r.request is not None)
+        self._forget_connection("the connection was lost")
+        self._fail_all(in_flight, error, now)
 
     # ------------------------------------------------------------------ the end
 
@@ -852,79 +777,136 @@ class Gate:
         self._queue.clear()
         self._free_lane.clear()
         self._held.clear()
+        self._forget_connection("closed")
+        self._fail_all(pending, error, now)
+
+    def _forget_connection(self, why: str) -> None:
+        """Every response and unanswered event of the connection ends with it (rules 10, 11)."""
+        for response in self._responses.values():
+            self._end_response(response)
+            self._response_ended(response.response_id, {})
+        for follow_up in self._turns.all_ended():  # those it never heard of too (rule 12)
+            self.release_held(follow_up)
         self._sent.clear()
         self._responses.clear()
+        self._strays.clear()
+        self._deadlines.clear()
         self._unanswered.clear()
-        self._waiting = 0
-        self._set_slot(_FREE_SLOT, "closed")
-        for request in sorted(pending, key=lambda r: r.seq):  # in the order they came
+        self._move_slot(_T.GONE, why)
+
+    def _fail_all(self, requests: list[Request[OwnerT]], error: RealtimeError, now: float) -> None:
+        for request in sorted(requests, key=lambda r: r.seq):  # in the order they came
             if not request.state.terminal:
                 self._fail(request, error, now)
 
     # ------------------------------------------------------------------ internals
 
-    def _set_slot(self, slot: Slot, why: str) -> None:
-        """The one place the slot changes."""
-        old = self._slot.state
-        if slot.state is not _FREE and slot.state not in SLOT_MOVES[old]:
-            raise RuntimeError(f"gate bug: slot {old.value} -> {slot.state.value} ({why})")
-        if old is _UNNAMED and slot.response is not self._slot.response:
-            assert self._slot.response is not None
-            self._slot.response.ended = True  # known only as the holder: gone with the slot
-        self._slot = slot
-        logger.debug("slot %s -> %s %s: %s", old.value, slot.state.value, slot.holder, why)
+    def _move_slot(
+        self,
+        trigger: SlotTrigger,
+        why: str,
+        *,
+        request: Request[OwnerT] | None = None,
+        response: Response | None = None,
+        displaced: Request[OwnerT] | None = None,
+    ) -> None:
+        """The one place the slot changes: the next state is looked up in
+        :data:`SLOT_MOVES`; a move the table does not hold is a bug and raises."""
+        old = self._slot
+        state = SLOT_MOVES.get((old.state, trigger))
+        if state is None:
+            raise RuntimeError(f"gate bug: slot {old.state.value} cannot move on {trigger.value}")
+        new = Slot(state, request=request, response=response, displaced=displaced)
+        self._slot = new
+        if logger.isEnabledFor(logging.DEBUG):
+            holder = new.holder
+            logger.debug(
+                "slot %s -> %s%s: %s, %s",
+                old.state.value,
+                state.value,
+                "" if holder is None else f" ({holder})",
+                trigger.value,
+                why,
+            )
+
+    def _answered_in_flight(self, request: Request[OwnerT], why: str) -> None:
+        """Its create was answered without a response (rejected, timed out, or done without
+        created): a slot it reserved is free again."""
+        if self._slot.request is request:
+            self._move_slot(_T.ANSWERED, why)
 
     def _release_slot(self, why: str) -> None:
         """The holder ended: the slot goes back to the request it displaced, if that one's
         answer is still to come (or to its response, if that started), else it is free."""
         displaced = self._slot.displaced
         if displaced is not None and displaced.state is TicketState.SENT:
-            self._set_slot(Slot(_RESERVED, request=displaced), f"{why}; back to the overtaken")
+            self._move_slot(_T.BACK, why, request=displaced)
             return
         if displaced is not None and displaced.state is TicketState.ACTIVE:
             running = self._responses.get(displaced.response_id or "")
             if running is not None:
-                self._set_slot(Slot(_HELD, response=running), f"{why}; the overtaken runs")
+                self._move_slot(_T.OVERTAKEN_RUNS, why, response=running)
                 return
-        self._set_slot(_FREE_SLOT, why)
+        self._move_slot(_T.ENDED, why)
 
-    def _move(self, request: Request, state: TicketState) -> None:
-        """The one place a request changes state, checked against :data:`TICKET_MOVES`."""
-        if state not in TICKET_MOVES[request.state]:
-            raise RuntimeError(f"gate bug: {request!r} cannot move to {state.value}")
+    def _response_move(self, response: Response, trigger: ResponseTrigger) -> bool:
+        """A response's one way to change state, looked up in :data:`RESPONSE_MOVES`.
+        Returns whether it was cancelled before it showed itself (rule 7)."""
+        old = response.state
+        state = RESPONSE_MOVES.get((old, trigger))
+        if state is None:
+            raise RuntimeError(f"gate bug: {response} cannot move on {trigger.value}")
+        response.state = state
+        return old is _NAMED_CANCELLED and trigger is _R.CREATED
+
+    def _end_response(self, response: Response) -> None:
+        if response.state is not _ENDED:
+            self._response_move(response, _R.END)
+
+    def _response_ended(self, response_id: str | None, response: Mapping[str, Any]) -> None:
+        """A response ended (done, force-released, superseded, or lost with its connection):
+        the shell is told, and its turn's follow-up may go (rule 12). (Nothing to tell of an
+        unnamed one.)"""
+        if response_id is None:
+            return
+        self._effects.ended.append((response_id, response))
+        follow_up = self._turns.on_done(response_id, response)
+        if follow_up is not None:
+            self.release_held(follow_up)
+
+    def _move(self, request: Request[OwnerT], trigger: TicketTrigger) -> None:
+        """The one place a request changes state: looked up in :data:`TICKET_MOVES`."""
+        state = TICKET_MOVES.get((request.state, trigger))
+        if state is None:
+            raise RuntimeError(f"gate bug: {request!r} cannot move on {trigger.value}")
         request.state = state
         self._effects.changed.append((request, state))
 
     def _done(
-        self, request: Request, status: str, response: Mapping[str, Any] | None, now: float
+        self, request: Request[OwnerT], status: str, response: Mapping[str, Any] | None, now: float
     ) -> None:
         self._counts[STATUS_COUNTS[status]] += 1
         request.result = ResponseResult(status, response)
         request.finished_at = now
-        request.deadline = math.inf
-        self._move(request, TicketState.DONE)
+        self._move(request, _TT.FINISH)
 
-    def _fail(self, request: Request, error: RealtimeError, now: float) -> None:
+    def _fail(self, request: Request[OwnerT], error: RealtimeError, now: float) -> None:
         self._counts["failed"] += 1
         request.error = error
         request.finished_at = now
-        request.deadline = math.inf
-        self._move(request, TicketState.FAILED)
+        self._move(request, _TT.FAIL)
 
-    def _enqueue(self, request: Request) -> None:
+    def _enqueue(self, request: Request[OwnerT]) -> None:
+        request.ends_seen = self._ends
         if request.takes_slot:
             heapq.heappush(self._queue, (queue_key(request), request))
         else:
             self._free_lane.append(request)
 
-    def _queue_head(self) -> Request | None:
-        queue = self._queue
-        while queue and queue[0][1].state is not TicketState.QUEUED:
-            heapq.heappop(queue)  # cancelled while queued
-        return queue[0][1] if queue else None
+    def _queue_head(self) -> Request[OwnerT] | None:
+        return self._queue[0][1] if self._queue else None
 
-    def _send(self, request: Request, now: float) -> None:
-        self._waiting -= 1
+    def _send(self, request: Request[OwnerT], now: float) -> None:
         event_id = request.event_id
         body = dict(request.body)
         body["metadata"] = {**(body.get("metadata") or {}), METADATA_KEY: event_id}
@@ -932,10 +914,44 @@ class Gate:
         self._unanswered.create_sent(event_id, takes_slot=request.takes_slot)
         request.attempts += 1
         request.sent_at = now
-        request.deadline = now + self._created_timeout
+        self._schedule(request)
         self._counts["sent"] += 1
-        self._move(request, TicketState.SENT)
+        self._move(request, _TT.SEND)
         self._emit({"type": "response.create", "event_id": event_id, "response": body})
+
+    def _schedule(self, item: Request[OwnerT] | Response) -> None:
+        """Make sure the deadline heap has an entry for ``item`` no later than its deadline."""
+        deadline = self._deadline_of(item)
+        if deadline >= item.scheduled:
+            return
+        item.scheduled = deadline
+        heap = self._deadlines
+        heapq.heappush(heap, (deadline, next(self._deadline_seq), item))
+        if len(heap) > 2 * (len(self._sent) + len(self._responses)) + 64:
+            # Entries of items that left pile up under a flood: compact (amortized O(1)).
+            self._deadlines = [e for e in heap if self._scheduled(e)]
+            heapq.heapify(self._deadlines)
+
+    def _deadline_of(self, item: Request[OwnerT] | Response) -> float:
+        """A request's: no ``response.created`` within ``created_timeout`` of its send. A
+        response's: its activity deadline, or after a cancel, the end of the grace period."""
+        if isinstance(item, Request):
+            assert item.sent_at is not None  # only a request in flight has a deadline
+            return item.sent_at + self._created_timeout
+        return item.deadline
+
+    def _scheduled(self, entry: tuple[float, int, Request[OwnerT] | Response]) -> bool:
+        """Whether a heap entry is its item's live one, and the item still has a deadline."""
+        key, _, item = entry
+        if key != item.scheduled:
+            return False
+        if isinstance(item, Request):
+            live = self._sent.get(item.event_id) is item
+        else:
+            live = self._responses.get(item.response_id) is item
+        if not live:
+            item.scheduled = math.inf
+        return live
 
     def _emit(self, event: Event) -> None:
         self._effects.send.append(event)
@@ -948,9 +964,13 @@ class Gate:
             event["response_id"] = response_id
         return event
 
-    def _send_cancel(self, response: _Response, now: float) -> None:
-        if response.cancel_sent:
+    def _send_cancel(self, response: Response, now: float) -> None:
+        """Cancel a response by id (rule 6, 7), once per state: once before it shows itself,
+        once after."""
+        old = response.state
+        self._response_move(response, _R.CANCEL)
+        if response.state is old:
             return
-        response.cancel_sent = True
         response.deadline = now + self._cancel_grace
+        self._schedule(response)
         self._emit(self._cancel_event(response.response_id))

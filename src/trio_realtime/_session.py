@@ -15,7 +15,7 @@ the API's documentation) and the gate's shell; the connections are :mod:`._conne
   handed to it.
 
 After feeding the gate, any task hands the gate's effects on at once (:meth:`_settle`): events
-to the writer's channel, state changes to tickets, ended responses to function-call turns.
+to the writer's channel, state changes to tickets, ended responses to whoever waits for them.
 
 The connections themselves belong to a :class:`Connection` (:mod:`._connection`): the first
 one and every later one are opened the same way by the reader, and the writer waits on it
@@ -36,7 +36,7 @@ import math
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import trio
@@ -57,19 +57,21 @@ from ._errors import (
 )
 from ._events import (
     FATAL_ERRORS,
-    EventKind,
+    Acknowledgement,
     MalformedFrame,
+    OutputAlive,
+    ServerError,
     classify,
     parse_error,
 )
 from ._gate import CancelTarget, Effects, Gate, Request
 from ._reporter import Reporter
+from ._request_body import response_body
 from ._statistics import LatencyRecorder, SessionStatistics
 from ._stream import EventStream
 from ._ticket import ResponseTicket
 from ._tools import ToolRegistry, ToolRunner
 from ._transport import Transport, open_websocket_transport
-from ._turns import Turns
 from ._util import unwrap_lone_exception
 
 __all__ = ["RealtimeSession", "SessionStatistics", "open_session"]
@@ -107,14 +109,13 @@ class RealtimeSession:
             self._record = ConversationRecord()
         self._fatal: SessionRefused | None = None  # a fatal error the server reported
         self._expired = False  # the server said session_expired
-        self._gate = Gate(
+        self._gate: Gate[ResponseTicket] = Gate(
             max_queue=config.max_queue,
             created_timeout=config.created_timeout,
             response_timeout=config.response_timeout,
             cancel_grace=config.cancel_grace,
             out_of_band_takes_slot=config.out_of_band_takes_slot,
         )
-        self._turns: Turns[Request] = Turns()  # follow-ups held for their turn
         # What the writer sends: the text, and for an application's event (send()), the event
         # itself (it holds a send credit, and the conversation record takes it once written).
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[_Outgoing](math.inf)
@@ -252,17 +253,13 @@ class RealtimeSession:
                 "item": {"type": "function_call_output", "call_id": call_id, "output": output},
             }
         )
-        turn = self._turns.turn_of(call_id)
-        if turn is None:
-            return self._submit(response, priority=priority, held=False)
-        if turn.follow_up is None:
-            turn.follow_up = self._submit_request(response, priority=priority, held=True)
-        follow_up = turn.follow_up
-        ready = self._turns.add_result(turn, call_id)
-        if ready is not None:
-            self._gate.release_held(ready)
-            self._settle()
-        return _ticket_of(follow_up)
+        self._check_open()
+        body = response_body(response, priority)
+        follow_up = self._gate.function_result(
+            call_id, body, priority=priority, now=trio.current_time(), owner=self._ticket
+        )
+        self._settle()
+        return follow_up.owner
 
     async def say(
         self, text: str, *, priority: int = 0, response: Mapping[str, Any] | None = None
@@ -353,19 +350,21 @@ class RealtimeSession:
     def _submit(
         self, response: Mapping[str, Any] | None, *, priority: int, held: bool
     ) -> ResponseTicket:
-        return _ticket_of(self._submit_request(response, priority=priority, held=held))
-
-    def _submit_request(
-        self, response: Mapping[str, Any] | None, *, priority: int, held: bool
-    ) -> Request:
-        if self._error is not None:
-            raise fresh(self._error)
-        request = self._gate.submit(response, priority=priority, now=trio.current_time(), held=held)
-        ResponseTicket(request, cancel=self._cancel_request, event_buffer=self.config.event_buffer)
+        self._check_open()
+        body = response_body(response, priority)
+        request = self._gate.submit(
+            body, priority=priority, now=trio.current_time(), owner=self._ticket, held=held
+        )
         self._settle()
-        return request
+        return request.owner
 
-    def _cancel_request(self, request: Request) -> None:
+    def _ticket(self, request: Request[ResponseTicket]) -> ResponseTicket:
+        """The application's handle on a request the gate accepted."""
+        return ResponseTicket(
+            request, cancel=self._cancel_request, event_buffer=self.config.event_buffer
+        )
+
+    def _cancel_request(self, request: Request[ResponseTicket]) -> None:
         if self._error is None:
             self._gate.cancel(request, now=trio.current_time())
             self._settle()
@@ -381,7 +380,6 @@ class RealtimeSession:
         effects = gate.take_effects()
         if effects is not None:
             self._apply(effects)
-            self._wake_dispatcher()  # a function-call follow-up may have been released
         scope = self._sleep_scope
         if scope is not None:
             deadline = min(gate.next_deadline(), self._rollover_at)
@@ -395,21 +393,17 @@ class RealtimeSession:
             self._dispatch_wanted = True
             self._dispatcher_lot.unpark()
 
-    def _apply(self, effects: Effects) -> None:
+    def _apply(self, effects: Effects[ResponseTicket]) -> None:
         for event in effects.send:
             try:
                 self._outbox_send.send_nowait((dump_event(event), None))
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 break  # the session is ending: nothing more goes out
         for request, state in effects.changed:
-            ticket = _ticket_of(request)
+            ticket = request.owner
             ticket.request_changed()
             if state.terminal:
                 self._ended(ticket)
-        for response_id, response in effects.ended:
-            follow_up = self._turns.on_done(response_id, response)
-            if follow_up is not None:
-                self._gate.release_held(follow_up)
         if self._end_waiters and (effects.ended or effects.changed):
             for target, ended in self._end_waiters:
                 if self._gate.is_finished(target):
@@ -446,7 +440,7 @@ class RealtimeSession:
         """One message of the connection: to the subscribers, the gate, the tickets."""
         try:
             event = parse_frame(data)
-            kind = classify(event)
+            view = classify(event)
         except MalformedFrame as exc:
             self._skip_malformed(exc)
             return
@@ -457,24 +451,20 @@ class RealtimeSession:
         if event["type"] == "session.created":  # (a sideband's, if the service sends one)
             session = event.get("session")
             self.server_session = session if isinstance(session, Mapping) else {}
-        if kind is EventKind.OTHER:
+        if view is None:
             return
-        request = self._gate.receive_event(event, now=trio.current_time())
+        request = self._gate.receive(view, now=trio.current_time())
         if request is not None:
-            _ticket_of(request).request_event(event)
-        elif kind is EventKind.ERROR:
-            self._note_error(event)
-        elif self._updates and kind is EventKind.ACK:
+            request.owner.request_event(event)
+        elif isinstance(view, ServerError):
+            self._note_error(view, event)
+        elif self._updates and isinstance(view, Acknowledgement):
             self._answer_update(event)
-        if kind is EventKind.RESPONSE:
-            if event["type"] == "response.output_item.added":
-                self._note_call(event)
-        else:
+        if not isinstance(view, OutputAlive):  # deltas change nothing the shell hands on
             self._settle()
 
-    def _note_error(self, event: Event) -> None:
+    def _note_error(self, error: ServerError, event: Event) -> None:
         """An error no request took: an update's answer, or a fatal refusal to remember."""
-        error = parse_error(event)
         if error.code in FATAL_ERRORS:
             self._fatal = SessionRefused(error.code, error.message)
         if self.call_id is not None and error.code in _CALL_ENDED_CODES:
@@ -740,13 +730,6 @@ class RealtimeSession:
         if not alive:
             self._subscribers = [s for s in self._subscribers if s.push_allowed]
 
-    def _note_call(self, event: Event) -> None:
-        item = event.get("item")
-        if isinstance(item, Mapping) and item.get("type") == "function_call":
-            call_id = item.get("call_id")
-            if isinstance(call_id, str):
-                self._turns.note_call(event["response_id"], call_id)
-
     async def _dispatcher(self, *, task_status: trio.TaskStatus[None]) -> None:
         gate = self._gate
         task_status.started()
@@ -859,10 +842,6 @@ _Outgoing = tuple[str | _Mark, Event | None]
 _RECOVERABLE_CLOSES = frozenset({1001, 1006, 1011, 1012, 1013})
 #: The service's error codes that say a sideband's call is over (or never was).
 _CALL_ENDED_CODES = frozenset({"call_id_not_found"})
-
-
-def _ticket_of(request: Request) -> ResponseTicket:
-    return cast(ResponseTicket, request.owner)
 
 
 @asynccontextmanager

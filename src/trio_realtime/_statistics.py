@@ -5,12 +5,8 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import attrs
-
-if TYPE_CHECKING:
-    from ._ticket import TicketTimings
 
 __all__ = [
     "STATUS_COUNTS",
@@ -19,6 +15,7 @@ __all__ = [
     "LatencyRecorder",
     "LatencySummary",
     "SessionStatistics",
+    "TicketTimings",
 ]
 
 #: How many of the latest samples each latency summary is computed over.
@@ -74,6 +71,55 @@ STATUS_COUNTS = {
     "incomplete": "incomplete",
     "failed": "failed_by_server",
 }
+
+
+@attrs.frozen
+class TicketTimings:
+    """When a request moved, in ``trio.current_time()`` seconds; None where it has not yet."""
+
+    queued_at: float
+    #: When its (last) ``response.create`` was handed to the writer.
+    sent_at: float | None
+    created_at: float | None
+    #: When its response's first output delta (text, audio, transcript) arrived.
+    first_output_at: float | None
+    finished_at: float | None
+    #: How many times its ``response.create`` was sent (conflicts make it more than one).
+    attempts: int
+    #: When its cancellation was asked for, if it was.
+    cancel_requested_at: float | None = None
+
+    @property
+    def queue_wait(self) -> float | None:
+        """Time from the request to its (last) ``response.create``: the library's part."""
+        return _between(self.queued_at, self.sent_at)
+
+    @property
+    def time_to_created(self) -> float | None:
+        """Time from its (last) ``response.create`` to ``response.created``."""
+        return _between(self.sent_at, self.created_at)
+
+    @property
+    def time_to_first_output(self) -> float | None:
+        """Time from its (last) ``response.create`` to the first output delta (first token,
+        first audio)."""
+        return _between(self.sent_at, self.first_output_at)
+
+    @property
+    def time_to_done(self) -> float | None:
+        """Time from its (last) ``response.create`` to its end (``response.done``)."""
+        return _between(self.sent_at, self.finished_at) if self.created_at is not None else None
+
+    @property
+    def cancel_latency(self) -> float | None:
+        """Time from asking to cancel it, once sent, to its end."""
+        if self.sent_at is None or self.created_at is None:
+            return None
+        return _between(self.cancel_requested_at, self.finished_at)
+
+
+def _between(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else end - start
 
 
 @attrs.frozen

@@ -5,66 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 import trio
 
 from ._errors import fresh
 from ._gate import Request, TicketState
 from ._result import ResponseResult
+from ._statistics import TicketTimings as TicketTimings
 from ._stream import EventStream
 
 __all__ = ["ResponseTicket", "TicketTimings"]
 
 Event = dict[str, Any]
-
-
-@attrs.frozen
-class TicketTimings:
-    """When a request moved, in ``trio.current_time()`` seconds; None where it has not yet."""
-
-    queued_at: float
-    #: When its (last) ``response.create`` was handed to the writer.
-    sent_at: float | None
-    created_at: float | None
-    #: When its response's first output delta (text, audio, transcript) arrived.
-    first_output_at: float | None
-    finished_at: float | None
-    #: How many times its ``response.create`` was sent (conflicts make it more than one).
-    attempts: int
-    #: When its cancellation was asked for, if it was.
-    cancel_requested_at: float | None = None
-
-    @property
-    def queue_wait(self) -> float | None:
-        """Time from the request to its (last) ``response.create``: the library's part."""
-        return _between(self.queued_at, self.sent_at)
-
-    @property
-    def time_to_created(self) -> float | None:
-        """Time from its (last) ``response.create`` to ``response.created``."""
-        return _between(self.sent_at, self.created_at)
-
-    @property
-    def time_to_first_output(self) -> float | None:
-        """Time from its (last) ``response.create`` to the first output delta (first token,
-        first audio)."""
-        return _between(self.sent_at, self.first_output_at)
-
-    @property
-    def time_to_done(self) -> float | None:
-        """Time from its (last) ``response.create`` to its end (``response.done``)."""
-        return _between(self.sent_at, self.finished_at) if self.created_at is not None else None
-
-    @property
-    def cancel_latency(self) -> float | None:
-        """Time from asking to cancel it, once sent, to its end."""
-        if self.sent_at is None or self.created_at is None:
-            return None
-        return _between(self.cancel_requested_at, self.finished_at)
-
-
-def _between(start: float | None, end: float | None) -> float | None:
-    return None if start is None or end is None else end - start
 
 
 class ResponseTicket:
@@ -77,7 +28,11 @@ class ResponseTicket:
     """
 
     def __init__(
-        self, request: Request, *, cancel: Callable[[Request], None], event_buffer: int
+        self,
+        request: Request[ResponseTicket],
+        *,
+        cancel: Callable[[Request[ResponseTicket]], None],
+        event_buffer: int,
     ) -> None:
         self._request = request
         self._cancel = cancel
@@ -86,7 +41,6 @@ class ResponseTicket:
         self._done = trio.Event()
         self._streams: list[EventStream] = []
         self._cancel_requested_at: float | None = None
-        request.owner = self
 
     def __repr__(self) -> str:
         return (
@@ -181,7 +135,22 @@ class ResponseTicket:
         ``request_response``. The buffer holds ``SessionConfig.event_buffer`` events; a
         reader that falls further behind gets ``EventBufferOverflow``. Iteration ends after
         ``response.done``, or raises the ticket's error if it failed.
+
+        Each call gives a new iterator, to be iterated once. Once the response has ended its
+        events are gone: calling this then raises ``RuntimeError`` (rather than giving an
+        iterator that silently yields nothing). A ticket cancelled before it was sent gives
+        an iterator that ends at once; a failed one, one that raises its error.
         """
+        request = self._request
+        if (
+            request.state is TicketState.DONE
+            and request.result is not None
+            and request.result.response is not None
+        ):
+            raise RuntimeError(
+                f"response {request.response_id} already ended: its events went to the "
+                "iterators made before; call events() right after request_response()"
+            )
         stream = EventStream(self._event_buffer)
         if self._request.state.terminal:
             stream.finish(self._request.error)

@@ -66,6 +66,13 @@ class Turns(Generic[T]):
             turn = self._by_response[response_id] = Turn(response_id)
         return turn
 
+    def note_item(self, response_id: str, item: object) -> None:
+        """A ``response.output_item.added`` item: noted if it is a function call."""
+        if isinstance(item, Mapping) and item.get("type") == "function_call":
+            call_id = item.get("call_id")
+            if isinstance(call_id, str):
+                self.note_call(response_id, call_id)
+
     def note_call(self, response_id: str, call_id: str) -> None:
         """A ``function_call`` item of a response that is still running."""
         turn = self._turn(response_id)
@@ -73,16 +80,27 @@ class Turns(Generic[T]):
         self._by_call[call_id] = turn
 
     def on_done(self, response_id: str, response: Mapping[str, Any]) -> T | None:
-        """The response ended; returns its follow-up if that may now be released."""
-        calls = function_call_ids(response)
-        turn = self._by_response.get(response_id)
-        if turn is None and not calls:
-            return None
-        for call_id in calls:
+        """The response ended; returns its follow-up if that may now be released.
+
+        Remembered even if it made no call yet: a call item may still arrive after the
+        library gave a silent response up (rule 7), and its turn must not wait for an end
+        that already happened.
+        """
+        for call_id in function_call_ids(response):
             self.note_call(response_id, call_id)
         turn = self._turn(response_id)
         turn.done = True
         return self._ready(turn)
+
+    def all_ended(self) -> list[T]:
+        """Every response ended (its connection is gone): the follow-ups that may go now."""
+        ready = []
+        for turn in self._by_response.values():
+            turn.done = True
+            follow_up = self._ready(turn)
+            if follow_up is not None:
+                ready.append(follow_up)
+        return ready
 
     def turn_of(self, call_id: str) -> Turn[T] | None:
         """The turn a call belongs to, if the call was seen."""

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-__all__ = ["LastN", "unwrap_lone_exception"]
+__all__ = ["LOG_CAP", "LastN", "cap", "unwrap_lone_exception"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -46,3 +46,18 @@ class LastN(OrderedDict[K, V]):
         self.move_to_end(key)
         if len(self) > self.size:
             self.popitem(last=False)
+
+
+#: The longest text a log line quotes from the outside (a server's error message, ...).
+LOG_CAP = 500
+
+
+def cap(text: str, limit: int = LOG_CAP) -> str:
+    """``text`` cut to ``limit`` characters for a log line, saying how much was left out.
+
+    What a server sends can be any size (one test produced a 1.1 MB error message): a log
+    line quotes at most ``limit`` characters of it.
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
