@@ -1,6 +1,9 @@
 """trio-realtime: a Trio client for the OpenAI / Azure OpenAI Realtime API that serializes
 responses — one active response at a time, nothing lost."""
 
+from ._audio import AudioFormat as AudioFormat
+from ._audio_out import AudioChunk as AudioChunk
+from ._audio_out import Interruption as Interruption
 from ._config import Reconnect as Reconnect
 from ._config import SessionConfig as SessionConfig
 from ._endpoints import Endpoint as Endpoint
@@ -21,6 +24,7 @@ from ._session import open_session as open_session
 from ._statistics import Latencies as Latencies
 from ._statistics import LatencySummary as LatencySummary
 from ._statistics import SessionStatistics as SessionStatistics
+from ._stream import BoundedStream as BoundedStream
 from ._stream import EventStream as EventStream
 from ._ticket import ResponseTicket as ResponseTicket
 from ._ticket import TicketTimings as TicketTimings
@@ -35,12 +39,16 @@ from ._transport import Transport as Transport
 __version__ = "0.1.0"
 
 __all__ = [
+    "AudioChunk",
+    "AudioFormat",
+    "BoundedStream",
     "CallEnded",
     "ConnectionLost",
     "Endpoint",
     "EventBufferOverflow",
     "EventStream",
     "FunctionCallItem",
+    "Interruption",
     "Latencies",
     "LatencySummary",
     "QueueFull",

@@ -120,8 +120,6 @@ _LIFECYCLE = {
 }
 
 
-
-
 def response_object(event: Mapping[str, Any]) -> Mapping[str, Any]:
     """The ``response`` object of a lifecycle event; an empty mapping when absent or invalid."""
     response = event.get("response")

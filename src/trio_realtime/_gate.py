@@ -80,7 +80,11 @@ The rules
 6. **Cancel.** A queued request is dropped and never sent; a sent one is cancelled by id as
    soon as its ``response.created`` arrives (the server cannot cancel it before: it answers
    ``response_cancel_not_active`` and starts it anyway); an active one gets
-   ``response.cancel`` with its id. ``cancel_active`` interrupts whatever holds the slot.
+   ``response.cancel`` with its id. ``cancel_active`` interrupts whatever holds the slot;
+   ``interrupt`` stops every response the user may hear: each running response, in-band or
+   out-of-band, ours or the server's, is cancelled by id (one known only from a conflict, by
+   the in-band cancel without id), and every request in flight once it is created. Queued
+   requests stay queued.
 7. **Deadlines.** No ``response.created`` within ``created_timeout``: the request fails with
    :class:`ResponseTimeout`, and its late ``response.created`` is cancelled by id whenever it
    comes, whatever happened before (a cancel sent before a response's ``response.created``,
@@ -409,6 +413,19 @@ class Gate(Generic[OwnerT]):
             if response is not None:
                 self._send_cancel(response, now)
 
+    def interrupt(self, *, now: float) -> list[CancelTarget]:
+        """Stop every response the user may hear (rule 6): returns what to wait for (see
+        :meth:`is_finished`), the running responses first, then the requests in flight."""
+        targets: list[CancelTarget] = []
+        for response in list(self._responses.values()):
+            if response.state is not ResponseState.ENDED:
+                self._send_cancel(response, now)
+                targets.append(response)
+        for request in self._sent.values():
+            request.cancel_requested = True
+            targets.append(request)
+        return targets
+
     def cancel_active(self, *, now: float) -> CancelTarget | None:
         """Interrupt whatever holds the slot, whoever started it (rule 6).
 
@@ -641,9 +658,8 @@ class Gate(Generic[OwnerT]):
         if request is None:
             message = cap(error.message)
             if answered is not None and answered != "response.create":
-                logger.warning(
-                    "the server rejected %s %s: %s (%s)", answered, eid, message, error.code
-                )
+                assert eid is not None
+                self._effects.rejected.append((eid, answered, error))
             elif eid is not None and eid in self._cancel_ids:
                 logger.debug("cancel answered %s: harmless", error.code)
             elif error.is_conflict:

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from ._errors import RealtimeError
+from ._events import ServerError
 from ._result import ResponseResult
 
 __all__ = [
@@ -296,6 +297,9 @@ class Effects(Generic[OwnerT]):
     #: Responses that ended (``response.done``, or force-released), with their ``response``
     #: object (empty when force-released).
     ended: list[tuple[str, Mapping[str, Any]]] = attrs.Factory(list)
+    #: The application's client events the server rejected (rule 2): the event id, its type
+    #: and the error. The shell tells whoever waits for that answer, or logs it.
+    rejected: list[tuple[str, str, ServerError]] = attrs.Factory(list)
 
     def __bool__(self) -> bool:
-        return bool(self.send or self.changed or self.ended)
+        return bool(self.send or self.changed or self.ended or self.rejected)

@@ -41,6 +41,8 @@ from typing import Any
 import attrs
 import trio
 
+from ._audio_out import AUDIO_EVENTS, AudioChunk, AudioOut, Interruption
+from ._awaited import Awaited, Awaiting
 from ._codec import dump_event, parse_frame, to_wire
 from ._config import SessionConfig
 from ._connection import Connect, Connection, ConnectionState
@@ -64,15 +66,15 @@ from ._events import (
     classify,
     parse_error,
 )
-from ._gate import CancelTarget, Effects, Gate, Request
+from ._gate import CancelTarget, Effects, Gate, Request, Response
 from ._reporter import Reporter
 from ._request_body import response_body
 from ._statistics import LatencyRecorder, SessionStatistics
-from ._stream import EventStream
+from ._stream import BoundedStream, EventStream
 from ._ticket import ResponseTicket
 from ._tools import ToolRegistry, ToolRunner
 from ._transport import Transport, open_websocket_transport
-from ._util import unwrap_lone_exception
+from ._util import cap, unwrap_lone_exception
 
 __all__ = ["RealtimeSession", "SessionStatistics", "open_session"]
 
@@ -133,11 +135,14 @@ class RealtimeSession:
         self._malformed = 0
         self._client_ids = 0
         self._latencies = LatencyRecorder()
+        #: Output audio: what arrived per item, the ``output_audio()`` streams, what is muted.
+        self._audio = AudioOut(config.event_buffer)
         self._all_ended = trio.Event()  # set when the session has ended
         #: Runs on_response in a task of its own (see its module).
         self._reporter = Reporter(config.on_response)
         #: ``session.update`` events awaiting their ``session.updated``, oldest first.
-        self._updates: list[_Update] = []
+        #: Client events whose answer someone waits for (``update_session``, ``interrupt``).
+        self._awaiting = Awaiting()
         #: The tool runner answering function calls, when the session was opened with tools.
         self.tools: ToolRunner | None = None
 
@@ -214,6 +219,14 @@ class RealtimeSession:
             await trio.lowlevel.checkpoint()
             return
         asked = trio.current_time()
+        await self._wait_finished(target)
+        if self._error is None:
+            self._latencies.add("cancel_latency", trio.current_time() - asked)
+
+    async def _wait_finished(self, target: CancelTarget) -> None:
+        """Wait until a cancelled response or request has ended (or the session has)."""
+        if self._gate.is_finished(target) or self._error is not None:
+            return
         ended = trio.Event()
         waiter = (target, ended)
         self._end_waiters.append(waiter)
@@ -222,8 +235,124 @@ class RealtimeSession:
         finally:
             if waiter in self._end_waiters:
                 self._end_waiters.remove(waiter)
-        if self._error is None:
-            self._latencies.add("cancel_latency", trio.current_time() - asked)
+
+    async def interrupt(self, played_ms: float | None = None) -> Interruption:
+        """The user talked over the assistant: stop every response they may hear, cut the
+        conversation where they stopped hearing it, and wait until all of that is done.
+
+        - Every running response is cancelled by id: the in-band one holding the slot (ours
+          or the server's), every out-of-band one, and a request in flight as soon as its
+          ``response.created`` arrives. Queued requests stay queued and go out afterwards.
+        - From this call on, those responses' output audio deltas are dropped from their
+          tickets' ``events()`` and from :meth:`output_audio` (subscribers still see every
+          event).
+        - ``played_ms`` is how much of the latest in-band response's audio the user heard,
+          counted from its start across its audio items (frames your player actually wrote
+          to the sound device); None estimates it as the time since its first audio delta.
+          The item where it falls is truncated there (``conversation.item.truncate``),
+          clamped to the audio received for it; every later item is deleted
+          (``conversation.item.delete``); an item nobody heard is deleted, never truncated
+          at 0; a response heard to its end, or with no audio, gets neither. Each response is
+          cut once.
+
+        Returns once every cancelled response has ended (its ``response.done``, or forced
+        after ``cancel_grace``) and the truncate and deletes are answered, so a
+        ``request_response`` right after it is not rejected. The server's errors answering the
+        truncate or deletes are logged and reported on the result, never raised. With nothing
+        running and nothing to cut, returns at once, having sent nothing. Cancelling the wait
+        is safe (what was sent still applies). Raises ``TypeError`` / ``ValueError`` for a
+        ``played_ms`` that is not a non-negative number, ``SessionClosed`` /
+        ``ConnectionLost`` once the session has ended.
+        """
+        if played_ms is not None:
+            if not isinstance(played_ms, int | float) or isinstance(played_ms, bool):
+                raise TypeError(
+                    f"played_ms must be a number or None, not {type(played_ms).__name__}"
+                )
+            if not 0 <= played_ms < math.inf:
+                raise ValueError(f"played_ms must be a finite number >= 0, not {played_ms!r}")
+        self._check_open()
+        now = trio.current_time()
+        targets = self._gate.interrupt(now=now)
+        responses = [t for t in targets if isinstance(t, Response)]
+        requests = [t for t in targets if isinstance(t, Request)]
+        self._audio.mute(
+            (r.response_id for r in responses if r.response_id is not None),
+            (r.event_id for r in requests),
+        )
+        for response in responses:
+            if response.request is not None:
+                response.request.owner.interrupted()
+        for request in requests:
+            request.owner.interrupted()
+        self._settle()  # the cancels go out first
+        _, cut = self._audio.ledger.plan(played_ms, now=now)
+        answers = []
+        if cut.truncate is not None:
+            item_id, content_index, end = cut.truncate
+            answers.append(
+                await self._send_awaited(
+                    {
+                        "type": "conversation.item.truncate",
+                        "item_id": item_id,
+                        "content_index": content_index,
+                        "audio_end_ms": end,
+                    },
+                    _TRUNCATED,
+                    item_id,
+                )
+            )
+        for item_id in cut.delete:
+            answers.append(
+                await self._send_awaited(
+                    {"type": "conversation.item.delete", "item_id": item_id}, _DELETED, item_id
+                )
+            )
+        try:
+            for target in targets:
+                await self._wait_finished(target)
+            for awaited in answers:
+                await awaited.answered.wait()
+        finally:
+            for awaited in answers:
+                self._awaiting.forget(awaited)
+        errors = tuple(a.error for a in answers if a.error is not None)
+        for error in errors:
+            logger.warning("interrupt: the server refused %s (%s)", cap(error.message), error.code)
+        cancelled = [t.response_id for t in responses] + [t.response_id for t in requests]
+        return Interruption(
+            cancelled=tuple(rid for rid in cancelled if rid is not None),
+            truncated=cut.truncate,
+            deleted=cut.delete,
+            errors=errors,
+        )
+
+    async def _send_awaited(
+        self, event: Mapping[str, Any], answers: frozenset[str], item_id: str | None
+    ) -> Awaited:
+        awaited = self._awaiting.expect(answers, item_id)
+        try:
+            awaited.event_id = await self.send(event)
+        except BaseException:
+            self._awaiting.forget(awaited)
+            raise
+        return awaited
+
+    @asynccontextmanager
+    async def output_audio(self) -> AsyncIterator[BoundedStream[AudioChunk]]:
+        """The assistant's audio from now on, decoded: ``async for chunk in audio``.
+
+        Each :class:`AudioChunk` has its response, item and content index, its offset in the
+        item (ms), its format and the audio bytes, for in-band and out-of-band responses, in
+        arrival order; never a response's audio after :meth:`interrupt` stopped it. Report
+        what your player actually played to ``interrupt(played_ms=...)``. The buffer holds
+        ``event_buffer`` chunks; a reader that falls further behind is cut off with
+        ``EventBufferOverflow``. Iteration ends when the session closes, or raises
+        ``ConnectionLost`` when the connection broke.
+        """
+        self._check_open()
+        with self._audio.stream() as stream:
+            yield stream
 
     async def send_function_result(
         self,
@@ -289,17 +418,18 @@ class RealtimeSession:
         if not isinstance(session, Mapping):
             raise TypeError(f"session must be a mapping, not {type(session).__name__}")
         session = to_wire(session, "session")
-        update = _Update()
-        self._updates.append(update)
+        update = self._awaiting.expect(_SESSION_UPDATED)
         try:
             update.event_id = await self.send({"type": "session.update", "session": session})
             await update.answered.wait()
         finally:
-            if update in self._updates:
-                self._updates.remove(update)
+            self._awaiting.forget(update)
+        if update.ended is not None:
+            raise fresh(update.ended)
         if update.error is not None:
-            raise fresh(update.error)
-        return update.session
+            raise ResponseRejected(update.error.code, update.error.message)
+        answer = update.answer.get("session") if update.answer is not None else None
+        return answer if isinstance(answer, Mapping) else {}
 
     async def wait_closed(self) -> None:
         """Wait until the session has ended: its block left, or the connection lost (then
@@ -404,6 +534,15 @@ class RealtimeSession:
             ticket.request_changed()
             if state.terminal:
                 self._ended(ticket)
+        for event_id, kind, error in effects.rejected:
+            if not self._awaiting.rejected(event_id, error):
+                logger.warning(
+                    "the server rejected %s %s: %s (%s)",
+                    kind,
+                    event_id,
+                    cap(error.message),
+                    cap(str(error.code)),
+                )
         if self._end_waiters and (effects.ended or effects.changed):
             for target, ended in self._end_waiters:
                 if self._gate.is_finished(target):
@@ -429,8 +568,8 @@ class RealtimeSession:
         self._subscribers.clear()
         for _, ended in self._end_waiters:
             ended.set()
-        for update in self._updates:
-            update.fail(error)
+        self._awaiting.end(error)
+        self._audio.finish(lost)
         self._conn.end()  # a writer waiting for a new connection gives up
         self._all_ended.set()
 
@@ -448,31 +587,33 @@ class RealtimeSession:
             self._publish(event)
         if self._record is not None:
             self._record.server_event(event)
-        if event["type"] == "session.created":  # (a sideband's, if the service sends one)
+        kind = event["type"]
+        if kind == "session.created":  # (a sideband's, if the service sends one)
             session = event.get("session")
             self.server_session = session if isinstance(session, Mapping) else {}
+        if kind in AUDIO_EVENTS:
+            self._audio.take(event, now=trio.current_time())
         if view is None:
             return
         request = self._gate.receive(view, now=trio.current_time())
         if request is not None:
             request.owner.request_event(event)
         elif isinstance(view, ServerError):
-            self._note_error(view, event)
-        elif self._updates and isinstance(view, Acknowledgement):
-            self._answer_update(event)
+            self._note_error(view)
+        elif self._awaiting and isinstance(view, Acknowledgement):
+            self._awaiting.acknowledged(event)
         if not isinstance(view, OutputAlive):  # deltas change nothing the shell hands on
             self._settle()
 
-    def _note_error(self, error: ServerError, event: Event) -> None:
-        """An error no request took: an update's answer, or a fatal refusal to remember."""
+    def _note_error(self, error: ServerError) -> None:
+        """An error no request took: a fatal refusal to remember (an application's event's
+        rejection comes out of the gate, see :meth:`_apply`)."""
         if error.code in FATAL_ERRORS:
             self._fatal = SessionRefused(error.code, error.message)
         if self.call_id is not None and error.code in _CALL_ENDED_CODES:
             self._fatal = CallEnded(error.code, error.message, call_id=self.call_id)
         if error.code == "session_expired":
             self._expired = True  # the close that follows is a loss to heal, whatever its code
-        if self._updates:
-            self._answer_update(event)
 
     @asynccontextmanager
     async def _running(
@@ -705,19 +846,6 @@ class RealtimeSession:
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
             self._outbox_send.send_nowait((mark, None))  # (unless the session is ending)
 
-    def _answer_update(self, event: Event) -> None:
-        """A ``session.updated`` answers the oldest update sent; an error names its own."""
-        if event["type"] == "session.updated":
-            update = next((u for u in self._updates if u.event_id is not None), None)
-            if update is not None:
-                session = event.get("session")
-                update.succeed(session if isinstance(session, Mapping) else {})
-        elif event["type"] == "error":
-            error = parse_error(event)
-            for update in self._updates:
-                if update.event_id is not None and update.event_id == error.client_event_id:
-                    update.fail(ResponseRejected(error.code, error.message))
-
     def _skip_malformed(self, exc: MalformedFrame) -> None:
         self._malformed += 1
         logger.warning("skipping a malformed frame: %s", exc)
@@ -806,26 +934,6 @@ class RealtimeSession:
             return True
 
 
-@attrs.define(eq=False)
-class _Update:
-    """A ``session.update`` awaiting its answer."""
-
-    event_id: str | None = None
-    answered: trio.Event = attrs.Factory(trio.Event)
-    session: Mapping[str, Any] = attrs.Factory(dict)
-    error: RealtimeError | None = None
-
-    def succeed(self, session: Mapping[str, Any]) -> None:
-        if not self.answered.is_set():
-            self.session = session
-            self.answered.set()
-
-    def fail(self, error: RealtimeError) -> None:
-        if not self.answered.is_set():
-            self.error = error
-            self.answered.set()
-
-
 class _Mark(enum.Enum):
     """What the writer's channel carries besides messages."""
 
@@ -839,6 +947,10 @@ _Outgoing = tuple[str | _Mark, Event | None]
 
 #: Closes after which a new connection may heal the session: going away (also the session
 #: cap, after ``session_expired``), abnormal, server error, restart, try again later.
+_SESSION_UPDATED = frozenset({"session.updated"})
+_TRUNCATED = frozenset({"conversation.item.truncated"})
+_DELETED = frozenset({"conversation.item.deleted"})
+
 _RECOVERABLE_CLOSES = frozenset({1001, 1006, 1011, 1012, 1013})
 #: The service's error codes that say a sideband's call is over (or never was).
 _CALL_ENDED_CODES = frozenset({"call_id_not_found"})

@@ -7,6 +7,7 @@ from typing import Any
 
 import trio
 
+from ._audio import AUDIO_DELTAS
 from ._errors import fresh
 from ._gate import Request, TicketState
 from ._result import ResponseResult
@@ -40,6 +41,7 @@ class ResponseTicket:
         self._created = trio.Event()
         self._done = trio.Event()
         self._streams: list[EventStream] = []
+        self._interrupted = False
         self._cancel_requested_at: float | None = None
 
     def __repr__(self) -> str:
@@ -177,5 +179,10 @@ class ResponseTicket:
 
     def request_event(self, event: Event) -> None:
         """A server event of the request's response."""
-        if self._streams:
+        if self._streams and not (self._interrupted and event["type"] in AUDIO_DELTAS):
             self._streams = [s for s in self._streams if s.push(event)]
+
+    def interrupted(self) -> None:
+        """An interruption stopped its response: its output audio deltas are dropped from
+        now on (the other events still come, up to ``response.done``)."""
+        self._interrupted = True
