@@ -20,8 +20,7 @@ Checked after every step (``@invariant`` methods, and in ``_pump`` / ``_feed`` a
    an error reaches the request it answers (rules 1, 2); a cancelled request is never sent
    again and is cancelled by id once created (rule 6); a late ``response.created`` of a request
    given up on brings a cancel by id, whatever was sent before (rule 7); the server starts at
-   most one response per request; the results of one turn share one follow-up, which goes out
-   only once the response that made the calls ended and every call has a result (rule 12);
+   most one response per request;
 7. liveness (``teardown``): once the server answers everything and time passes every
    deadline, every request ends within a bounded number of rounds.
 
@@ -40,12 +39,6 @@ holder), so that the model knows whose cancel to expect. Checks switched off, an
   wrong create (rule 2 relies on the order of answers): once that happened
   (``misattributed``), nothing that follows is checked against the model's attribution, nor
   the knowledge part of 1, nor the late-created part of 6;
-- a turn's follow-up is released by the gate itself, at a moment the model does not pin down:
-  its place in the priority order (3) is not checked, and the rule-4 check's snapshot for it
-  is taken early (so only looser);
-- liveness (7) leaves out a follow-up whose turn's response the gate never heard of (its
-  created and done both lost, on a connection still open): nothing can end that turn, as the
-  gate holds no deadline for a response it never saw;
 - the positive half of the rule-4 prediction (retried at once) only when the model knows an
   end for certain (a ``response.done`` naming an in-band conversation, not the
   ``response.cancelled`` alias, which names none) and knows nothing else to run (no response
@@ -160,15 +153,6 @@ class GateMachine(RuleBasedStateMachine):
         self.ends_in_band = 0
         self.ends_when_queued: dict[str, tuple[int, int]] = {}
         self.held: set[str] = set()  # follow-ups submitted held and not yet released
-        #: Rule 12: function calls the gate was shown (call_id -> response id), the calls given
-        #: a result, each turn's follow-up (event_id -> response id), and the responses of
-        #: lost connections (ended with them).
-        self.calls: dict[str, str] = {}
-        self.results: set[str] = set()
-        self.follow_up_turn: dict[str, str] = {}
-        self.lost: set[str] = set()
-        self.stray_calls = itertools.count(1)
-        self.created_delivered: set[str] = set()
         # What the gate was told, for invariants 1 and 4.
         self.done_delivered: set[str] = set()
         self.in_band_created_delivered: set[str] = set()
@@ -264,14 +248,10 @@ class GateMachine(RuleBasedStateMachine):
                 self.presumed_lost = True  # the gate presumes it answered silently
         self._tick()
         holder_before = self.gate.slot_holder
-        # (A turn's follow-up waits for its turn, not in the queue, until the gate releases
-        # it: its place in the order is not checked.)
         snapshot = [
             r
             for r in self.requests
-            if r.state is TicketState.QUEUED
-            and r.event_id not in self.held
-            and r.event_id not in self.follow_up_turn
+            if r.state is TicketState.QUEUED and r.event_id not in self.held
         ]
         in_flight_before = [r for r in self.requests if r.state is TicketState.SENT]
         self.gate.pump(now=self.now)
@@ -282,7 +262,6 @@ class GateMachine(RuleBasedStateMachine):
             self.sent_creates[request.event_id] += 1
             assert request.state is TicketState.SENT
             assert event["response"]["metadata"][METADATA_KEY] == request.event_id
-            self._check_turn(request)
         in_band = [r for r in sent if r.takes_slot]
         # Invariant 1: the gate sends an in-band create only when it holds the slot free,
         # takes the slot with it, and so sends at most one per pump.
@@ -309,17 +288,6 @@ class GateMachine(RuleBasedStateMachine):
         ]
         self._collect(outgoing, may_create=True)
 
-    def _check_turn(self, request: Request) -> None:
-        """Rule 12: a turn's follow-up goes out only once the response that made the calls
-        ended and every call it made has a result."""
-        turn = self.follow_up_turn.get(request.event_id)
-        if turn is None or request.attempts != 1 or self.misbehaved:
-            return
-        ended = self.done_delivered | self.force_released | self.superseded | self.lost
-        assert turn in ended, (request, turn)
-        missing = [c for c, rid in self.calls.items() if rid == turn and c not in self.results]
-        assert not missing, (request, turn, missing)
-
     def _check_knowledge(self, request: Request, in_flight_before: list[Request]) -> None:
         """Invariant 1 from what the gate was told: nothing it knows of is in the way."""
         # Rule 3: an in-band request in flight holds the slot, even when a server-started
@@ -344,7 +312,6 @@ class GateMachine(RuleBasedStateMachine):
         elif kind == "response.created":
             self.history.append(event)
             response = event["response"]
-            self.created_delivered.add(response["id"])
             if response.get("conversation_id") is not None:
                 if response["id"] not in self.in_band_created_delivered:
                     # One in-band response at a time: a new one proves the others ended.
@@ -375,9 +342,6 @@ class GateMachine(RuleBasedStateMachine):
         elif kind in ("response.done", "response.cancelled"):
             self.history.append(event)
             rid = event.get("response_id") or event["response"]["id"]
-            for item in event.get("response", {}).get("output") or []:
-                if item.get("type") == "function_call":
-                    self.calls.setdefault(item["call_id"], rid)
             key = (event.get("response", {}).get("metadata") or {}).get(METADATA_KEY)
             if key is not None and rid not in self.answered_by:  # done without created
                 self.answered_by.add(rid)
@@ -474,9 +438,6 @@ class GateMachine(RuleBasedStateMachine):
                 else:
                     assert target.state is TicketState.FAILED, target
         else:
-            item = event.get("item") or {}
-            if kind == "response.output_item.added" and item.get("type") == "function_call":
-                self.calls.setdefault(item["call_id"], event["response_id"])
             request = gate.receive_event(event, now=self.now)
             if request is not None:
                 self.recorders[id(request)].events.append(event)
@@ -591,37 +552,6 @@ class GateMachine(RuleBasedStateMachine):
         self._collect(self._effects())
         self._pump()
 
-    @precondition(lambda self: not self.closed)
-    @rule(data=st.data())
-    def send_function_result(self, data: st.DataObject) -> None:
-        """The application sends a function call's result (rule 12); now and then one for a
-        call the gate never saw."""
-        open_calls = sorted(c for c in self.calls if c not in self.results)
-        stray = f"call_stray{next(self.stray_calls)}"
-        self._function_result(data.draw(st.sampled_from([*open_calls, stray]), label="call"))
-        self._collect(self._effects())
-        self._pump()
-
-    def _function_result(self, call_id: str) -> None:
-        turn = self.calls.get(call_id)
-        recorder = Recorder()
-        request = self.gate.function_result(call_id, {}, now=self.now, owner=lambda r: recorder)
-        self.results.add(call_id)
-        if id(request) in self.recorders:
-            # One follow-up per turn: a later result joins the turn's.
-            assert turn is not None, (call_id, request)
-            assert self.follow_up_turn.get(request.event_id) == turn, (call_id, request)
-            return
-        assert request.state is TicketState.QUEUED
-        self.requests.append(request)
-        self.recorders[id(request)] = recorder
-        self.by_event_id[request.event_id] = request
-        # No later than it joins the queue (the gate releases a follow-up by itself, at a
-        # moment the model does not pin down: the rule-4 check is only looser for it).
-        self._queued(request)
-        if turn is not None:
-            self.follow_up_turn[request.event_id] = turn
-
     def _release(self, request: Request) -> None:
         before = request.state
         self.gate.release_held(request)
@@ -705,7 +635,6 @@ class GateMachine(RuleBasedStateMachine):
         # A new server: what the old one said or will say is gone.
         self.superseded |= self.in_band_created_delivered | self.conflict_named
         self.cancel_sent_at.clear()  # the gate forgot them, and what it sent
-        self.lost |= set(self.calls.values())  # the turns' responses ended with it
         self.server.new_connection()
         # The gate forgot what awaited answers on the old connection; so does the model.
         for event_id in self.app_events:
@@ -744,12 +673,6 @@ class GateMachine(RuleBasedStateMachine):
     def server_delta(self, data: st.DataObject) -> None:
         response = data.draw(st.sampled_from(sorted(self.server.active.values(), key=str)))
         self.server.delta(response)
-
-    @precondition(lambda self: not self.closed and self.server.active)
-    @rule(data=st.data())
-    def server_function_call(self, data: st.DataObject) -> None:
-        response = data.draw(st.sampled_from(sorted(self.server.active.values(), key=str)))
-        self.server.call(response)
 
     @precondition(lambda self: not self.closed)
     @rule(created_is=st.sampled_from(["shown"] * 4 + ["withheld", "late"]))
@@ -902,11 +825,6 @@ class GateMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ liveness
 
-    def _give_every_result(self) -> None:
-        for call_id in sorted(c for c in self.calls if c not in self.results):
-            self._function_result(call_id)
-        self._collect(self._effects())
-
     def teardown(self) -> None:
         """7: once the server answers everything, the queue drains within a bounded time."""
         if not hasattr(self, "gate"):
@@ -917,13 +835,11 @@ class GateMachine(RuleBasedStateMachine):
         server = self.server
         for event_id in sorted(self.held):
             self._release(self.by_event_id[event_id])
-        self._give_every_result()
         self._pump()
         bound = 3 * len(self.requests) + 2 * len(server.inbox) + 10
         statuses = itertools.cycle(["completed", "incomplete", "completed", "failed"])
         for _ in range(bound):
-            self._give_every_result()  # calls delivered since
-            if not self._undrained() and self.gate.slot_holder is None:
+            if all(r.state.terminal for r in self.requests) and self.gate.slot_holder is None:
                 break
             # Bounded: a gate that retries at once after each conflict would loop forever here.
             for _ in range(20):
@@ -941,27 +857,10 @@ class GateMachine(RuleBasedStateMachine):
                 self.now += PAST_ALL_DEADLINES
                 self._pump()
             self._check_all()
-        pending = self._undrained()
+        pending = [r for r in self.requests if not r.state.terminal]
         assert not pending, f"not drained after {bound} rounds: {pending}"
         assert self.gate.slot_holder is None
-        assert self.gate.statistics().queue_depth == len(self._unknowable_turns())
-
-    def _unknowable_turns(self) -> list[Request]:
-        """Follow-ups whose turn's response the gate never heard of: its created and done both
-        lost (and never named, cancelled or given up): nothing can end that turn, so they wait
-        (a known limit of rule 12: the gate holds no deadline for a response it never saw)."""
-        heard = self.created_delivered | self.done_delivered | self.conflict_named | self.lost
-        return [
-            r
-            for r in self.requests
-            if r.state is TicketState.QUEUED
-            and self.follow_up_turn.get(r.event_id, "") not in heard
-            and r.event_id in self.follow_up_turn
-        ]
-
-    def _undrained(self) -> list[Request]:
-        unknowable = self._unknowable_turns()
-        return [r for r in self.requests if not r.state.terminal and r not in unknowable]
+        assert self.gate.statistics().queue_depth == 0
 
 
 GateMachine.TestCase.settings = settings(
