@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from trio_realtime import open_session
-from trio_realtime.testing import FunctionCall, Script, open_fake_server
+from trio_realtime.testing import Behavior, FunctionCall, Script, open_fake_server
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 pytest_plugins = ["pytester"]
@@ -68,6 +68,7 @@ def test_every_python_example_passes_mypy_strict(tmp_path: Path) -> None:
         "vad.py",
         "endpoints.py",
         "reconnect.py",
+        "barge_in.py",
         "call.py",
         "test_my_agent.py",
         "test_sdk_app.py",
@@ -127,6 +128,40 @@ def test_the_endpoints_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert module["azure"].url.startswith("wss://my-resource.openai.azure.com/openai/v1/realtime")
     assert "api-version=2025-04-01-preview" in module["preview"].url
     assert module["from_env"].url.startswith("wss://api.openai.com/v1/realtime")
+
+
+async def test_the_barge_in_example_runs() -> None:
+    module = _module("barge_in.py")
+    player = module["Player"]()
+    behavior = Behavior(audio_pace=20.0, audio_chunk_ms=20)
+    with trio.fail_after(20):
+        async with (
+            open_fake_server(behavior=behavior) as server,
+            open_session(server.url) as session,
+        ):
+            conn = await server.wait_connection()
+            reply = session.request_response(
+                {"output_modalities": ["audio"], "instructions": "Say exactly: " + "la " * 100}
+            )
+
+            async def user_speaks_after_200_ms() -> None:
+                async with session.subscribe() as events:
+                    heard = 0
+                    async for event in events:  # 20 ms a delta
+                        heard += event["type"] == "response.output_audio.delta"
+                        if heard == 10:
+                            break
+                await conn.start_response()  # speech_started, then the user's turn
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(user_speaks_after_200_ms)
+                cut = await module["converse"](session, player)
+            assert cut.cancelled == (reply.response_id,)
+            assert cut.truncated is not None
+            assert cut.truncated[2] == player.played_ms > 0
+            assert cut.errors == ()
+            assert (await reply.wait_done()).status == "cancelled"
+            assert "error" not in conn.sent_types()
 
 
 async def test_the_reconnect_example_runs() -> None:
