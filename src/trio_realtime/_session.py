@@ -1,8 +1,11 @@
 """open_session(): a Realtime session run by three tasks in a nursery.
 
-This module is the application-facing API (:class:`RealtimeSession`, most of its length is
-the API's documentation) and the gate's shell; the connections are :mod:`._connection`'s and
-``on_response`` runs in :mod:`._reporter`'s task.
+This module is the application-facing API (:class:`RealtimeSession`, each method's contract
+beside it) and the three tasks that serve it, which share the session's state: it is longer
+than the house's ~600 lines because splitting the methods from that state would only add a
+layer between them. What can live elsewhere does: the rules are :mod:`._gate`'s, the connections :mod:`._connection`'s,
+output audio and where an interruption cuts :mod:`._audio_out`'s and :mod:`._audio`'s, client
+events awaiting answers :mod:`._awaited`'s, and ``on_response`` runs in :mod:`._reporter`'s task.
 
 - the **reader** receives frames, parses and classifies them, gives every event to the
   subscribers, applies the ones the gate cares about to the :class:`Gate` at once (so the
@@ -41,6 +44,7 @@ from typing import Any
 import attrs
 import trio
 
+from ._audio import Truncation
 from ._audio_out import AUDIO_EVENTS, AudioChunk, AudioOut, Interruption
 from ._awaited import Awaited, Awaiting
 from ._codec import dump_event, parse_frame, to_wire
@@ -255,6 +259,11 @@ class RealtimeSession:
           at 0; a response heard to its end, or with no audio, gets neither. Each response is
           cut once.
 
+        On a call's sideband (``call_id``), where the service plays the audio and knows what
+        the caller heard, it sends ``output_audio_buffer.clear`` after the cancels (when it
+        cancelled anything) and awaits ``output_audio_buffer.cleared``; nothing is truncated
+        or deleted by position, and ``played_ms`` is not used.
+
         Returns once every cancelled response has ended (its ``response.done``, or forced
         after ``cancel_grace``) and the truncate and deletes are answered, so a
         ``request_response`` right after it is not rejected. The server's errors answering the
@@ -286,8 +295,17 @@ class RealtimeSession:
         for request in requests:
             request.owner.interrupted()
         self._settle()  # the cancels go out first
-        _, cut = self._audio.ledger.plan(played_ms, now=now)
         answers = []
+        if self.call_id is not None:
+            # On a call the service plays the audio and knows what was heard: its output
+            # buffer is cleared, nothing is cut by position (PROTOCOL §12).
+            cut = Truncation()
+            if targets:
+                answers.append(
+                    await self._send_awaited({"type": "output_audio_buffer.clear"}, _CLEARED, None)
+                )
+        else:
+            _, cut = self._audio.ledger.plan(played_ms, now=now)
         if cut.truncate is not None:
             item_id, content_index, end = cut.truncate
             answers.append(
@@ -950,6 +968,7 @@ _Outgoing = tuple[str | _Mark, Event | None]
 _SESSION_UPDATED = frozenset({"session.updated"})
 _TRUNCATED = frozenset({"conversation.item.truncated"})
 _DELETED = frozenset({"conversation.item.deleted"})
+_CLEARED = frozenset({"output_audio_buffer.cleared"})
 
 _RECOVERABLE_CLOSES = frozenset({1001, 1006, 1011, 1012, 1013})
 #: The service's error codes that say a sideband's call is over (or never was).
