@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import attrs
@@ -31,7 +30,7 @@ from ._stream import EventStream
 from ._ticket import ResponseTicket
 from ._tools import ToolRegistry
 
-__all__ = ["run_call_demo", "staged_warnings"]
+__all__ = ["run_call_demo"]
 
 _ORDER_SCHEMA = {
     "type": "object",
@@ -47,35 +46,6 @@ _CALLER = (
     "Where is it?",
     "Hello, are you still there?",
 )
-
-#: The library's warnings for what the demo stages on purpose (the proxy restart's close, the
-#: hang-up's close, both re-attached to): told on stdout, so shown on stderr only with -v.
-_STAGED = (("trio_realtime._session", "sideband closed (%s): re-attaching to the call"),)
-
-
-class _Staged(logging.Filter):
-    """Turn a staged warning into INFO: dropped unless its logger shows INFO (``-v``)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if (record.name, record.msg) not in _STAGED or record.levelno != logging.WARNING:
-            return True
-        record.levelno, record.levelname = logging.INFO, "INFO"
-        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
-
-
-@contextlib.contextmanager
-def staged_warnings() -> Iterator[None]:
-    """While the demo plays, the warnings it stages are INFO lines; every other warning of
-    the library (a real problem) still shows."""
-    staged = _Staged()
-    loggers = [logging.getLogger(name) for name in dict.fromkeys(n for n, _ in _STAGED)]
-    for logger in loggers:
-        logger.addFilter(staged)
-    try:
-        yield
-    finally:
-        for logger in loggers:
-            logger.removeFilter(staged)
 
 
 @attrs.define(eq=False)
@@ -315,33 +285,30 @@ async def run_call_demo(out: TextIO) -> int:
 
     demo = _Call(out)
     behavior = Behavior(delta_delay=0.002, script=_script(demo))
-    with staged_warnings():
-        async with open_fake_server(behavior=behavior) as server:
-            base = server.url.split("?")[0]
-            out.write(f"fake Realtime server (ga) on {base}, playing a phone call\n\n")
-            demo.started = trio.current_time()
-            call = server.incoming_call({"From": '"Caller" <sip:+15555550100@example.com>'})
-            webhook = call.webhook
-            demo.line("service", f"webhook {webhook['type']}: {webhook['data']['call_id']}")
-            body = {"type": "realtime", "instructions": "You answer the phone for a shop."}
-            status = await _post(server.port, f"/v1/realtime/calls/{call.call_id}/accept", body)
-            demo.line("app", f"POST .../calls/{call.call_id}/accept -> {status} (no audio format)")
-            config = SessionConfig(
-                reconnect=Reconnect(attempts=3, initial_delay=0.01, max_delay=0.1)
-            )
-            async with (
-                open_session(
-                    Endpoint(server.sideband_url(call)), config=config, tools=_tools(demo)
-                ) as session,
-                session.subscribe() as events,
-                trio.open_nursery() as nursery,
-            ):
-                demo.line("app", "attached the sideband (waiting for no session.created)")
-                nursery.start_soon(demo.watch, events)
-                await _play(demo, server, call, session)
-                stats = session.statistics()
-                nursery.cancel_scope.cancel()
-        return _report(demo, stats, server.statistics())
+    async with open_fake_server(behavior=behavior) as server:
+        base = server.url.split("?")[0]
+        out.write(f"fake Realtime server (ga) on {base}, playing a phone call\n\n")
+        demo.started = trio.current_time()
+        call = server.incoming_call({"From": '"Caller" <sip:+15555550100@example.com>'})
+        webhook = call.webhook
+        demo.line("service", f"webhook {webhook['type']}: {webhook['data']['call_id']}")
+        body = {"type": "realtime", "instructions": "You answer the phone for a shop."}
+        status = await _post(server.port, f"/v1/realtime/calls/{call.call_id}/accept", body)
+        demo.line("app", f"POST .../calls/{call.call_id}/accept -> {status} (no audio format)")
+        config = SessionConfig(reconnect=Reconnect(attempts=3, initial_delay=0.01, max_delay=0.1))
+        async with (
+            open_session(
+                Endpoint(server.sideband_url(call)), config=config, tools=_tools(demo)
+            ) as session,
+            session.subscribe() as events,
+            trio.open_nursery() as nursery,
+        ):
+            demo.line("app", "attached the sideband (waiting for no session.created)")
+            nursery.start_soon(demo.watch, events)
+            await _play(demo, server, call, session)
+            stats = session.statistics()
+            nursery.cancel_scope.cancel()
+    return _report(demo, stats, server.statistics())
 
 
 def _report(demo: _Call, stats: SessionStatistics, server: Any) -> int:

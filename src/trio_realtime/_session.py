@@ -3,9 +3,10 @@
 This module is the application-facing API (:class:`RealtimeSession`, each method's contract
 beside it) and the three tasks that serve it, which share the session's state: it is longer
 than the house's ~600 lines because splitting the methods from that state would only add a
-layer between them. What can live elsewhere does: the rules are :mod:`._gate`'s, the connections :mod:`._connection`'s,
-output audio and where an interruption cuts :mod:`._audio_out`'s and :mod:`._audio`'s, client
-events awaiting answers :mod:`._awaited`'s, and ``on_response`` runs in :mod:`._reporter`'s task.
+layer between them. What can live elsewhere does: the rules are :mod:`._gate`'s, the
+connections :mod:`._connection`'s, output audio and where an interruption cuts it
+:mod:`._audio_out`'s and :mod:`._audio`'s, client events awaiting answers :mod:`._awaited`'s,
+and ``on_response`` runs in :mod:`._reporter`'s task.
 
 - the **reader** receives frames, parses and classifies them, gives every event to the
   subscribers, applies the ones the gate cares about to the :class:`Gate` at once (so the
@@ -764,7 +765,10 @@ class RealtimeSession:
                 self._end(self._fatal or lost)
                 return False
             if self.call_id is not None:
-                logger.warning("sideband closed (%s): re-attaching to the call", lost)
+                # A clean close is routine on a call (every hang-up closes so, until the
+                # re-attach is refused): INFO. Anything else is a drop: WARNING.
+                level = logging.INFO if lost.code == 1000 else logging.WARNING
+                logger.log(level, "sideband closed (%s): re-attaching to the call", lost)
             else:
                 logger.warning("connection lost (%s): opening a new one", lost)
             self._gate.connection_lost(fresh(lost), now=trio.current_time())
