@@ -31,6 +31,24 @@ async def test_update_session_returns_the_merged_configuration() -> None:
             assert info.value.code == "unknown_parameter"
 
 
+async def test_a_rejected_update_raises_and_is_not_also_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with trio.fail_after(10):
+        async with open_fake_server() as server, open_session(server.url) as session:
+            with pytest.raises(ResponseRejected):
+                await session.update_session({"type": "realtime", "bogus": 1})
+            # An application's event nobody waits for is still logged when rejected.
+            await session.send({"type": "session.update", "session": {"type": "realtime", "x": 1}})
+            async with session.subscribe() as events:
+                async for event in events:
+                    if event["type"] == "error":
+                        break
+    rejected = [r for r in caplog.records if "rejected" in r.getMessage()]
+    assert [r.levelname for r in rejected] == ["WARNING"]
+    assert "session.update" in rejected[0].getMessage()
+
+
 async def test_wait_closed_returns_when_the_connection_goes() -> None:
     with trio.fail_after(10):
         async with open_fake_server() as server, open_session(server.url) as session:
