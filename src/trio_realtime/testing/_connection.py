@@ -153,8 +153,9 @@ class FakeConnection:
     service plays the audio to the caller), the client events of every sideband and of the
     caller's leg (``send_client_event``) come to it, and an error goes only to whoever caused
     it. It plays each response's audio to the caller itself and tells the sidebands
-    ``output_audio_buffer.started`` / ``stopped`` / ``cleared`` (``_model.py`` rule 7). A sideband (``call`` set) forwards its client events to the call's session and
-    answers for it (``session``, ``item_ids()``, ``start_response()``...).
+    ``output_audio_buffer.started`` / ``stopped`` / ``cleared`` (``_model.py`` rule 7). A
+    sideband (``call`` set) forwards its client events to the call's session and answers for
+    it (``session``, ``item_ids()``, ``start_response()``...).
     """
 
     _shared: _Shared
