@@ -17,6 +17,7 @@ from trio_realtime.testing._ids import IdFactory
 from trio_realtime.testing._model import (
     AUTH_CLOSE_CODE,
     CancelResponse,
+    ClearOutputAudio,
     ConnectionModel,
     Conversation,
     HandshakeRefusal,
@@ -569,7 +570,12 @@ def test_receive_items(dialect: Any) -> None:
     again = state.receive({"type": "conversation.item.delete", "item_id": item_id}, behavior)
     assert kinds(again) == ["refuse:item_not_found"]
     assert kinds(state.receive({"type": "no.such.event"}, behavior)) == ["refuse:invalid_event"]
-    assert state.receive({"type": "output_audio_buffer.clear"}, behavior) == []
+    # output_audio_buffer.clear is WebRTC/SIP only: refused on a WebSocket session, a clear of
+    # the played audio on a call's session (rule 7).
+    clear = {"type": "output_audio_buffer.clear"}
+    assert kinds(state.receive(clear, behavior)) == ["refuse:invalid_value"]
+    state.plays_output_audio = True
+    assert state.receive(clear, behavior) == [ClearOutputAudio()]
 
 
 # -- 4. responses ------------------------------------------------------------------------------

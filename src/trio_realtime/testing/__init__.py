@@ -10,7 +10,9 @@ server (inject events, close, drop, start and finish responses).
 Calls (GA): ``server.incoming_call()`` rings a call (``FakeCall``, with the
 ``realtime.call.incoming`` webhook); the REST call control (``POST /v1/realtime/calls/{id}/
 accept|reject|refer|hangup``) is served on the same port as the WebSocket, and sidebands attach
-with ``?call_id=``; the rules are in ``_calls.py``.
+with ``?call_id=``; the rules are in ``_calls.py``. A call plays each response's audio to the
+caller itself: its sidebands get ``output_audio_buffer.started`` / ``stopped`` / ``cleared``
+(``_model.py`` rule 7; a plain WebSocket session refuses ``output_audio_buffer.clear``).
 
 ``Behavior`` knobs (each documented on its field; mutable, read when they matter):
 
@@ -22,7 +24,7 @@ with ``?call_id=``; the rules are in ``_calls.py``.
   ``interrupted_status``, ``audio_items``, ``overlap_audio_items``, ``script``;
 - cancels: ``ignore_cancel``;
 - keys and connections: ``accepted_api_keys``, ``invalid_api_keys``, ``session_duration``,
-  ``drop_after``, ``close_sidebands_after`` (calls).
+  ``drop_after``, ``close_sidebands_after`` and ``call_playback_pace`` (calls).
 
 ``open_fake_server_process()`` runs the same server in a process of its own (``python -m
 trio_realtime.testing``), so that client and server run at their own pace, as against the

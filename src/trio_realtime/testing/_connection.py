@@ -85,6 +85,18 @@ class _Response:
 
 
 @attrs.define(eq=False)
+class _Playback:
+    """A response's audio playing to a call's caller (the service plays it, not the client)."""
+
+    response: _Response
+    #: ``trio.current_time()`` of its first audio delta.
+    started_at: float
+    #: Milliseconds of audio generated so far (what the caller hears in full unless cleared).
+    audio_ms: float = 0.0
+    cancel_scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+
+
+@attrs.define(eq=False)
 class _Stats:
     connections: int = 0
     connections_refused: int = 0
@@ -140,8 +152,10 @@ class FakeConnection:
     its events go to every open sideband of the call (output audio deltas excepted: the
     service plays the audio to the caller), the client events of every sideband and of the
     caller's leg (``send_client_event``) come to it, and an error goes only to whoever caused
-    it. A sideband (``call`` set) forwards its client events to the call's session and
-    answers for it (``session``, ``item_ids()``, ``start_response()``...).
+    it. It plays each response's audio to the caller itself and tells the sidebands
+    ``output_audio_buffer.started`` / ``stopped`` / ``cleared`` (``_model.py`` rule 7). A
+    sideband (``call`` set) forwards its client events to the call's session and answers for
+    it (``session``, ``item_ids()``, ``start_response()``...).
     """
 
     _shared: _Shared
@@ -171,6 +185,10 @@ class FakeConnection:
     _call_ended: trio.Event = attrs.field(factory=trio.Event, init=False)
     #: While a client event is handled: the connection it came from (None: the caller's leg).
     _source: FakeConnection | None = attrs.field(default=None, init=False)
+    #: A call's session: the responses whose audio plays to the caller, in start order.
+    _playing: dict[str, _Playback] = attrs.field(factory=dict, init=False)
+    #: A call's session: the responses whose audio was cut off (they never play again).
+    _cleared: set[str] = attrs.field(factory=set, init=False)
 
     @property
     def _sideband_of(self) -> FakeConnection | None:
@@ -179,6 +197,11 @@ class FakeConnection:
             return None
         host: FakeConnection | None = self.call.connection
         return host
+
+    @property
+    def _plays_output_audio(self) -> bool:
+        """A call's session: the service plays the audio to the caller (``_model.py`` rule 7)."""
+        return self._ws is None and self.call is not None
 
     def _conversation(self) -> FakeConnection:
         """The connection that holds this connection's conversation."""
@@ -327,6 +350,8 @@ class FakeConnection:
             )
         if interrupt and (cancel := self._model.interrupt()) is not None:
             self._cancel(cancel)
+        if interrupt and self._plays_output_audio:
+            self._clear_playback()
         while slots.in_band is not None:
             await self._responses[slots.in_band].done.wait()
         if self._ending:
@@ -578,6 +603,7 @@ class FakeConnection:
             # A call's session starts from its accept; a sideband attaches to it and is told
             # nothing (third parties see no session.created there).
             self._model.session = SessionState("ga", json.loads(json.dumps(self.call.session)))
+            self._model.plays_output_audio = self._plays_output_audio
             return
         if self._refusal is not None:
             logger.debug("refusing the session: %s", self._refusal.error.code)
@@ -654,8 +680,47 @@ class FakeConnection:
                 server_started=False,
                 silent=self._behavior.withhold_created,
             )
+        elif isinstance(action, rules.ClearOutputAudio):
+            self._clear_playback()
         else:
             self._cancel(action)
+
+    # -- a call's output audio buffer (``_model.py`` rule 7) ------------------------------
+
+    def _play(self, response: _Response, delta: Event) -> None:
+        """A call plays an audio delta to the caller: the first one of a response starts its
+        playback (``output_audio_buffer.started``)."""
+        if not self._plays_output_audio or response.silent or response.id in self._cleared:
+            return
+        playback = self._playing.get(response.id)
+        if playback is None:
+            playback = _Playback(response, trio.current_time())
+            self._playing[response.id] = playback
+            self._emit({"type": "output_audio_buffer.started", "response_id": response.id})
+            assert self._nursery is not None
+            self._nursery.start_soon(self._play_out, playback, name=f"playback {response.id}")
+        playback.audio_ms += _audio_seconds(delta, response.audio_format) * 1000
+
+    async def _play_out(self, playback: _Playback) -> None:
+        """Playback ends once the response is done and its audio has played; cancelled by a
+        clear."""
+        with playback.cancel_scope:
+            await playback.response.done.wait()
+            while (pace := self._behavior.call_playback_pace) is not None:
+                end = playback.started_at + playback.audio_ms / 1000 / pace
+                if trio.current_time() >= end:
+                    break
+                await trio.sleep_until(end)
+            self._playing.pop(playback.response.id, None)
+            self._emit({"type": "output_audio_buffer.stopped", "response_id": playback.response.id})
+
+    def _clear_playback(self) -> None:
+        """Cut off every response still playing: ``output_audio_buffer.cleared`` each."""
+        playing, self._playing = self._playing, {}
+        for response_id, playback in playing.items():
+            playback.cancel_scope.cancel()
+            self._cleared.add(response_id)
+            self._emit({"type": "output_audio_buffer.cleared", "response_id": response_id})
 
     # -- responses -----------------------------------------------------------------------
 
@@ -769,6 +834,8 @@ class FakeConnection:
                 if not self._behavior.auto_finish:
                     await response.finish_requested.wait()
                 for event, is_delta in stream.events():
+                    if event["type"] == audio_delta:
+                        self._play(response, event)
                     self._emit_for(response, event)
                     state.conversation.take_from(stream)
                     if is_delta and self._behavior.delta_delay > 0:

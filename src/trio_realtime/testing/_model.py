@@ -6,7 +6,7 @@ the order of the prose below; calls have their own module, ``_calls.py``.)
 No sockets, no Trio and no clock here: the connection (``_server.py``) feeds what happened in
 and acts on what comes back; times are passed in as arguments. Each client event goes through
 ``ConnectionModel.receive()``, which returns actions (``Send``, ``Refuse``, ``StartResponse``,
-``CancelResponse``) for the connection to carry out. Each rule, in prose:
+``CancelResponse``, ``ClearOutputAudio``) for the connection to carry out. Each rule, in prose:
 
 1. **Connecting.** The service listens on ``/v1/realtime`` (OpenAI), ``/openai/v1/realtime``
    (Azure GA) and ``/openai/realtime`` (Azure preview); any other path is refused at the
@@ -55,6 +55,25 @@ and acts on what comes back; times are passed in as arguments. Each client event
    idle that long (no in-band response, no ``session.update``; appended audio is silence to
    the fake server) gets ``input_audio_buffer.timeout_triggered``, the silent audio
    committed as a user item, then a response the server starts by itself.
+7. **The output audio buffer** (WebRTC/SIP only, as the spec marks these events). On a call
+   the service plays each response's audio to the caller itself: the sidebands get no audio
+   deltas but ``output_audio_buffer.started`` (``response_id``) when a response's audio
+   starts playing (its first audio delta, after its audio content part was added) and
+   ``output_audio_buffer.stopped`` when it has played out (never before its
+   ``response.done``; the pace is ``Behavior.call_playback_pace``). ``output_audio_buffer.
+   clear`` (from a sideband or the caller's leg, normally after a ``response.cancel``: a
+   cancelled response's audio already generated still plays) cuts off every response still
+   playing, each answered with ``output_audio_buffer.cleared`` to every sideband and never
+   ``stopped`` afterwards; with nothing playing it is answered with nothing (the event must
+   name a response; not documented). The caller's voice activity with
+   ``interrupt_response`` clears the same way after ``speech_started`` (spec: "in VAD mode
+   when the user has interrupted"). A session that is not a call (a plain WebSocket, either
+   dialect) refuses ``output_audio_buffer.clear`` with ``invalid_request_error``, code
+   ``invalid_value``, ``param: "type"`` and the client's ``event_id``: the spec documents
+   the event for WebRTC/SIP only, where the service holds the buffer; on a WebSocket the
+   client holds the audio and there is no server buffer to clear, so an error tells a client
+   that sends it by mistake (silently ignoring it would hide the bug). The wording is the
+   fake's own; the real service's answer there is not documented.
 """
 
 from __future__ import annotations
@@ -949,7 +968,22 @@ class CancelResponse:
     reason: str
 
 
-Action = Send | Refuse | StartResponse | CancelResponse
+@attrs.frozen
+class ClearOutputAudio:
+    """Cut off the audio a call is playing to the caller (``output_audio_buffer.cleared`` for
+    each response whose audio it cuts off; nothing if none plays)."""
+
+
+Action = Send | Refuse | StartResponse | CancelResponse | ClearOutputAudio
+
+#: The error a session that is not a call (a plain WebSocket) answers
+#: ``output_audio_buffer.clear`` with (the fake's own wording: see rule 7).
+OUTPUT_AUDIO_BUFFER_CLEAR_REFUSED = Rejection(
+    "invalid_value",
+    "output_audio_buffer.clear is only supported for WebRTC and SIP sessions: on a WebSocket "
+    "session the client plays the audio and stops it itself.",
+    "type",
+)
 
 
 @attrs.define(eq=False)
@@ -963,6 +997,8 @@ class ConnectionModel:
     conversation: Conversation = attrs.field(factory=Conversation)
     slots: ResponseSlots = attrs.field(factory=ResponseSlots)
     audio_buffer_bytes: int = 0
+    #: A call's session: the service plays the output audio itself (rule 7).
+    plays_output_audio: bool = False
 
     @classmethod
     def new(
@@ -1051,8 +1087,10 @@ class ConnectionModel:
         truncated = {"item_id": item_id, "content_index": index, "audio_end_ms": end}
         return [Send({"type": "conversation.item.truncated", **truncated})]
 
-    def _ignore(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
-        return []
+    def _output_audio_clear(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
+        if not self.plays_output_audio:
+            return [Refuse(OUTPUT_AUDIO_BUFFER_CLEAR_REFUSED)]
+        return [ClearOutputAudio()]
 
     def _response_create(self, event: Mapping[str, Any], behavior: Behavior) -> list[Action]:
         body = event.get("response")
@@ -1131,7 +1169,7 @@ _HANDLERS: Mapping[str, _Handler] = {
     "conversation.item.delete": ConnectionModel._item_delete,
     "conversation.item.retrieve": ConnectionModel._item_retrieve,
     "conversation.item.truncate": ConnectionModel._item_truncate,
-    "output_audio_buffer.clear": ConnectionModel._ignore,
+    "output_audio_buffer.clear": ConnectionModel._output_audio_clear,
     "response.create": ConnectionModel._response_create,
     "response.cancel": ConnectionModel._response_cancel,
 }

@@ -12,6 +12,8 @@ from ._audio import PCM16, AudioFormat
 
 DEFAULT_TEXT = "Hello from the fake server."
 _SAY_EXACTLY = re.compile(r"\s*say exactly:\s*(?P<text>.+?)\s*$", re.IGNORECASE | re.DOTALL)
+#: A pace of 1.0: real time (typed for the optional knobs that default to it).
+_REAL_TIME: float | None = 1.0
 #: Milliseconds of audio the default script produces per character of transcript.
 _AUDIO_MS_PER_CHAR = 10
 
@@ -152,6 +154,16 @@ class Behavior:
     the response waits the delta's duration divided by ``audio_pace`` (1.0: real time). A
     test can then interrupt mid-reply; the audio the server counts as generated (what
     ``conversation.item.truncate`` may keep) is the audio it has sent so far.
+    """
+    call_playback_pace: float | None = attrs.field(
+        default=_REAL_TIME, validator=attrs.validators.optional(attrs.validators.gt(0.0))
+    )
+    """How fast a call plays a response's audio to the caller (calls only: the service plays
+    it, the sidebands get no audio deltas). 1.0: real time; a number: that multiple of real
+    time, from the response's first audio delta (``output_audio_buffer.started``); playback
+    ends (``output_audio_buffer.stopped``) once the response is done and all its audio has
+    played. A tiny pace keeps it playing until a test clears it. None: each response's audio
+    has played by the time it is done (``stopped`` right after ``response.done``).
     """
     audio_chunk_ms: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
