@@ -19,6 +19,7 @@ from trio_realtime import (
     ConnectionLost,
     Endpoint,
     EventStream,
+    Interruption,
     RealtimeSession,
     Reconnect,
     SessionConfig,
@@ -415,3 +416,36 @@ async def test_a_whole_call() -> None:
             assert updates
             assert all(u["session"]["type"] == "realtime" for u in updates)
             assert [t["name"] for t in call.connection.session["tools"]] == ["order_status"]
+
+
+async def test_interrupt_on_a_call_cancels_by_id_and_clears_the_services_buffer() -> None:
+    """The service plays the audio on a call: interrupt() cancels by id and clears its output
+    buffer, and cuts nothing by position (it cannot know what the caller heard)."""
+    with trio.fail_after(20):
+        async with open_fake_server() as server:
+            server.behavior.audio_pace = 10.0
+            server.behavior.audio_chunk_ms = 20
+            call = await accepted(server, output_modalities=["audio"])
+            async with (
+                open_session(sideband(server, call)) as session,
+                session.subscribe() as events,
+            ):
+                await call.wait_sidebands(1)
+                ticket = await session.say("la " * 100)
+                await next_of(events, "output_audio_buffer.started")
+                result = await session.interrupt(played_ms=500)
+                assert result.cancelled == (ticket.response_id,)
+                assert result.truncated is None
+                assert result.deleted == ()
+                assert result.errors == ()
+                assert (await ticket.wait_done()).status == "cancelled"
+                cleared = await next_of(events, "output_audio_buffer.cleared")
+                assert cleared["response_id"] == ticket.response_id
+                kinds = [e["type"] for e in call.sidebands[0].received]
+                assert "conversation.item.truncate" not in kinds
+                assert kinds.index("response.cancel") < kinds.index("output_audio_buffer.clear")
+                # Nothing playing any more: a second interrupt sends nothing and returns.
+                before = len(call.sidebands[0].received)
+                assert await session.interrupt() == Interruption()
+                assert len(call.sidebands[0].received) == before
+                assert "error" not in call.sidebands[0].sent_types()

@@ -39,6 +39,7 @@ AUDIO_EVENTS = frozenset(
         "response.output_item.added",
         *AUDIO_DELTAS,
         *AUDIO_DONES,
+        *(f"output_audio_buffer.{what}" for what in ("started", "stopped", "cleared")),
     }
 )
 
@@ -91,6 +92,8 @@ class AudioOut:
         self._streams: list[BoundedStream[AudioChunk]] = []
         self._muted: LastN[str, None] = LastN(_MEMORY)  # response ids
         self._muted_requests: LastN[str, None] = LastN(_MEMORY)  # request event ids
+        #: On a call: the responses the service is playing to the caller (WebRTC/SIP only).
+        self.playing: LastN[str, None] = LastN(_MEMORY)
 
     # ------------------------------------------------------------------ the reader
 
@@ -115,6 +118,13 @@ class AudioOut:
                 key = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
                 if key is not None and key in self._muted_requests:
                     self._muted[response["id"]] = None
+        elif kind.startswith("output_audio_buffer."):
+            rid = event.get("response_id")
+            if isinstance(rid, str):
+                if kind == "output_audio_buffer.started":
+                    self.playing[rid] = None
+                else:
+                    self.playing.pop(rid, None)
         else:  # session.created / session.updated
             session = event.get("session")
             if isinstance(session, Mapping):

@@ -261,9 +261,10 @@ class RealtimeSession:
           cut once.
 
         On a call's sideband (``call_id``), where the service plays the audio and knows what
-        the caller heard, it sends ``output_audio_buffer.clear`` after the cancels (when it
-        cancelled anything) and awaits ``output_audio_buffer.cleared``; nothing is truncated
-        or deleted by position, and ``played_ms`` is not used.
+        the caller heard, it sends ``output_audio_buffer.clear`` after the cancels when the
+        service is playing something (``output_audio_buffer.started`` without its
+        ``stopped``), and awaits ``output_audio_buffer.cleared`` (at most ``cancel_grace``);
+        nothing is truncated or deleted by position, and ``played_ms`` is not used.
 
         Returns once every cancelled response has ended (its ``response.done``, or forced
         after ``cancel_grace``) and the truncate and deletes are answered, so a
@@ -297,14 +298,14 @@ class RealtimeSession:
             request.owner.interrupted()
         self._settle()  # the cancels go out first
         answers = []
+        cleared = None
         if self.call_id is not None:
             # On a call the service plays the audio and knows what was heard: its output
-            # buffer is cleared, nothing is cut by position (PROTOCOL §12).
+            # buffer is cleared (when it plays something), nothing is cut by position.
             cut = Truncation()
-            if targets:
-                answers.append(
-                    await self._send_awaited({"type": "output_audio_buffer.clear"}, _CLEARED, None)
-                )
+            if self._audio.playing:
+                clear = {"type": "output_audio_buffer.clear"}
+                cleared = await self._send_awaited(clear, _CLEARED, None)
         else:
             _, cut = self._audio.ledger.plan(played_ms, now=now)
         if cut.truncate is not None:
@@ -332,8 +333,11 @@ class RealtimeSession:
                 await self._wait_finished(target)
             for awaited in answers:
                 await awaited.answered.wait()
+            if cleared is not None:  # (the service may not answer a clear that found nothing)
+                with trio.move_on_after(self.config.cancel_grace):
+                    await cleared.answered.wait()
         finally:
-            for awaited in answers:
+            for awaited in answers if cleared is None else [*answers, cleared]:
                 self._awaiting.forget(awaited)
         errors = tuple(a.error for a in answers if a.error is not None)
         for error in errors:
@@ -972,7 +976,8 @@ _Outgoing = tuple[str | _Mark, Event | None]
 _SESSION_UPDATED = frozenset({"session.updated"})
 _TRUNCATED = frozenset({"conversation.item.truncated"})
 _DELETED = frozenset({"conversation.item.deleted"})
-_CLEARED = frozenset({"output_audio_buffer.cleared"})
+#: A clear is answered by ``cleared``; playback that ended meanwhile says ``stopped``.
+_CLEARED = frozenset({"output_audio_buffer.cleared", "output_audio_buffer.stopped"})
 
 _RECOVERABLE_CLOSES = frozenset({1001, 1006, 1011, 1012, 1013})
 #: The service's error codes that say a sideband's call is over (or never was).
