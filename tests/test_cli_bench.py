@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from trio_realtime._cli import UsageError, main
-from trio_realtime._cli_bench import draw_plot, find_benchmarks, summary_rows
+from trio_realtime._cli_bench import (
+    density_plot_path,
+    draw_density_plot,
+    draw_plot,
+    find_benchmarks,
+    summary_rows,
+)
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -220,3 +226,60 @@ def test_a_core_install_skips_each_contender_whose_extra_is_missing(tmp_path: Pa
     assert {"handoff", "scale", "throughput"} <= benchmarks
     data = json.loads(out.read_text())
     assert "trio-realtime (websockets)" not in data["handoff"]["results"]["contenders"]
+
+
+def _density_result(calls_per_core: float, by_cpu: float) -> dict[str, object]:
+    return {
+        "calls_per_core": calls_per_core,
+        "calls_per_core_by_cpu": by_cpu,
+        "p50_ms": 3.0,
+        "p99_ms": 12.0,
+        "cpu_ms_per_call_second": 4.0,
+        "memory_per_call_kib": 45.0,
+        "grid": [
+            {"calls": 25, "run": 0, "cpu_ms_per_call_second": 4.5},
+            {"calls": 50, "run": 0, "cpu_ms_per_call_second": 4.0},
+        ],
+    }
+
+
+DENSITY = {
+    "results": {
+        "trio-realtime": _density_result(100, 160),
+        "trio-realtime (websockets)": _density_result(150, 210),
+        "bare trio-websocket": _density_result(125, 180),
+        "openai AsyncRealtimeConnection": _density_result(60, 70),
+    }
+}
+
+
+def test_density_rows_and_plot(tmp_path: Path) -> None:
+    rows = summary_rows("density", DENSITY)
+    assert [row[1] for row in rows] == [
+        "live calls per core (by CPU alone), p99 lateness, KiB/call",
+        "live calls per core (by CPU alone), p99 lateness, KiB/call [websockets]",
+    ]
+    assert rows[0][2] == "100 (160), 12 ms, 45"
+    assert rows[1][3] == "bare trio-websocket 125 (1.20x); openai 60"
+    figure = pytest.importorskip("matplotlib.figure").Figure
+    assert draw_density_plot(tmp_path / "d.png", {"density": DENSITY}, figure)
+    assert (tmp_path / "d.png").read_bytes().startswith(PNG_MAGIC)
+    assert not draw_density_plot(tmp_path / "none.png", {"handoff": {}}, figure)
+    assert density_plot_path(tmp_path / "x.png") == tmp_path / "x-density.png"
+
+
+def test_density_from_the_command_line_with_its_plot(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``trio-realtime bench density --plot``: its quick run as a table row, and its figure
+    (no latency benchmark ran: the density figure takes the path itself)."""
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "density.png"
+    assert main(["bench", "density", "--plot", str(plot)]) == 0
+    captured = capsys.readouterr()
+    rows = [line for line in captured.out.splitlines() if line.startswith("| density")]
+    assert len(rows) >= 1
+    assert "bare trio-websocket" in rows[0]
+    assert plot.read_bytes().startswith(PNG_MAGIC)
+    assert f"wrote {plot}" in captured.err
+    assert "round 1/1 N=2 trio-realtime:" in captured.err  # relayed as it ran
