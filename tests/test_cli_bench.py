@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -268,18 +269,51 @@ def test_density_rows_and_plot(tmp_path: Path) -> None:
     assert density_plot_path(tmp_path / "x.png") == tmp_path / "x-density.png"
 
 
-def test_density_from_the_command_line_with_its_plot(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    """``trio-realtime bench density --plot``: its quick run as a table row, and its figure
-    (no latency benchmark ran: the density figure takes the path itself)."""
-    pytest.importorskip("matplotlib")
-    plot = tmp_path / "density.png"
-    assert main(["bench", "density", "--plot", str(plot)]) == 0
-    captured = capsys.readouterr()
-    rows = [line for line in captured.out.splitlines() if line.startswith("| density")]
-    assert len(rows) >= 1
-    assert "bare trio-websocket" in rows[0]
-    assert plot.read_bytes().startswith(PNG_MAGIC)
-    assert f"wrote {plot}" in captured.err
-    assert "round 1/1 N=2 trio-realtime:" in captured.err  # relayed as it ran
+def test_density_on_a_core_install_skips_what_it_cannot_run(tmp_path: Path) -> None:
+    """Without the extras, density runs the library on its default transport and the bare
+    trio-websocket loop; each other contender is one line naming the extra that brings it.
+    Its figure (``--plot``, when matplotlib is here) takes the path itself: no latency
+    benchmark ran."""
+    plotting = importlib.util.find_spec("matplotlib") is not None
+    blocker = tmp_path / "core_install"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\nsys.modules.update(dict.fromkeys("
+        "['websockets', 'orjson', 'openai', 'opentelemetry'], None))\n"
+    )
+    out = tmp_path / "core.json"
+    process = subprocess.run(
+        [sys.executable, "-m", "trio_realtime", "bench", "density", "--json", str(out)]
+        + (["--plot", str(tmp_path / "density.png")] if plotting else []),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(blocker)},
+        cwd=CHECKOUT,
+        check=False,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "Traceback" not in process.stderr
+    skips = [line.strip() for line in process.stderr.splitlines() if "skipped" in line]
+    assert sorted(skips) == sorted(
+        [
+            "skipped trio-realtime (websockets): needs websockets and orjson "
+            "(pip install 'trio-realtime[fast]')",
+            "skipped trio-realtime + OpenTelemetry: needs websockets and orjson and "
+            "opentelemetry.sdk (pip install 'trio-realtime[fast,otel]')",
+            "skipped bare websockets.trio: needs websockets (pip install 'trio-realtime[fast]')",
+            "skipped bare asyncio websockets: needs websockets (pip install 'trio-realtime[fast]')",
+            "skipped bare asyncio websockets + orjson: needs websockets and orjson "
+            "(pip install 'trio-realtime[fast]')",
+            "skipped openai AsyncRealtimeConnection: needs openai and websockets "
+            "(pip install 'trio-realtime[bench]')",
+        ]
+    )
+    [row] = [line for line in process.stdout.splitlines() if line.startswith("| density")]
+    assert "bare trio-websocket" in row
+    data = json.loads(out.read_text())
+    assert set(data["density"]["results"]) == {"trio-realtime", "bare trio-websocket"}
+    assert "round 1/1 N=2 trio-realtime:" in process.stderr  # relayed as it ran
+    if plotting:
+        assert (tmp_path / "density.png").read_bytes().startswith(PNG_MAGIC)
+        assert f"wrote {tmp_path / 'density.png'}" in process.stderr

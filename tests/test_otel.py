@@ -129,7 +129,6 @@ async def test_a_span_per_response_under_the_session_span() -> None:
         "gen_ai.client.operation.duration",
         "gen_ai.client.operation.time_to_first_chunk",
         "trio_realtime.response.queue_wait",
-        "trio_realtime.response.time_to_created",
     ):
         [point] = points[name]
         assert point.count == 3, name
@@ -137,9 +136,21 @@ async def test_a_span_per_response_under_the_session_span() -> None:
         assert point.attributes["gen_ai.operation.name"] == "chat", name
     duration = points["gen_ai.client.operation.duration"][0]
     assert duration.sum == pytest.approx(sum(t.timings.time_to_done for t in tickets))  # type: ignore[misc]
-    [counted] = points["trio_realtime.responses"]
-    assert counted.value == 3
-    assert counted.attributes["trio_realtime.response.status"] == "completed"
+    assert duration.attributes["trio_realtime.response.status"] == "completed"
+    # The fake server reports usage, as the service does: tokens by type.
+    tokens = {p.attributes["gen_ai.token.type"]: p for p in points["gen_ai.client.token.usage"]}
+    assert set(tokens) == {"input", "output"}
+    for ticket in tickets:
+        usage = ticket.result.response["usage"]  # type: ignore[union-attr,index]
+        span_attributes = by_id[ticket.response_id].attributes or {}
+        assert span_attributes["gen_ai.usage.input_tokens"] == usage["input_tokens"]
+        assert span_attributes["gen_ai.usage.output_tokens"] == usage["output_tokens"]
+    assert tokens["output"].count == 3
+    assert tokens["output"].sum == sum(
+        t.result.response["usage"]["output_tokens"]  # type: ignore[union-attr,index]
+        for t in tickets
+    )
+    assert "gen_ai.system" not in duration.attributes  # (spans carry it: see above)
 
 
 async def test_an_absorbed_conflict_shows_as_a_second_attempt() -> None:
@@ -204,8 +215,11 @@ async def test_a_failed_request_is_an_error_span_and_the_callback_still_runs() -
     assert a["trio_realtime.response.status"] == "error"
     assert "gen_ai.response.id" not in a
     assert span.status.status_code is StatusCode.ERROR
-    [counted] = recorded.metric_points()["trio_realtime.responses"]
+    # The failed request is counted in the duration histogram, with its error.
+    [counted] = recorded.metric_points()["gen_ai.client.operation.duration"]
+    assert counted.count == 1
     assert counted.attributes["error.type"] == "ResponseRejected"
+    assert counted.attributes["trio_realtime.response.status"] == "error"
 
 
 async def test_on_response_alone_parents_nothing_and_records_anyway() -> None:
@@ -222,7 +236,7 @@ async def test_on_response_alone_parents_nothing_and_records_anyway() -> None:
     [response] = [s for s in spans if s.name.startswith("chat")]
     # The session's tasks started before the session span: the response has no parent.
     assert response.parent is None
-    assert recorded.metric_points()["trio_realtime.responses"][0].value == 1
+    assert recorded.metric_points()["gen_ai.client.operation.duration"][0].count == 1
 
 
 def _run(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -285,3 +299,16 @@ def test_the_console_example() -> None:
     )
     assert sum('"name": "chat gpt-realtime"' in line for line in lines) == 3
     assert sum('"name": "realtime.session gpt-realtime"' in line for line in lines) == 1
+
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+async def test_the_readme_example_runs() -> None:
+    readme = README
+    [block] = [b for b in readme.split("```python\n")[1:] if b.startswith("# otel_app.py")]
+    namespace: dict[str, Any] = {}
+    exec(compile(block.split("```")[0], "README.md:otel_app.py", "exec"), namespace)
+    with trio.fail_after(10):
+        async with open_fake_server() as server:
+            assert await namespace["main"](server.url) == "completed"
