@@ -382,14 +382,31 @@ def draw_density_plot(path: Path, results: Mapping[str, Any], figure_class: Any)
     bars.grid(axis="x", alpha=0.3)
     for name in names:
         by_n: dict[int, list[float]] = {}
+        late: set[int] = set()
         for cell in contenders[name]["grid"]:
             by_n.setdefault(int(cell["calls"]), []).append(float(cell["cpu_ms_per_call_second"]))
+            if not cell.get("passed", True):
+                late.add(int(cell["calls"]))
         xs = sorted(by_n)
         ys = [sorted(by_n[x])[len(by_n[x]) // 2] for x in xs]
-        lines.plot(xs, ys, marker="o", label=name, linewidth=2 if name.startswith("trio") else 1)
+        (line,) = lines.plot(
+            xs, ys, marker="o", label=name, linewidth=2 if name.startswith("trio") else 1
+        )
+        failed = [(x, y) for x, y in zip(xs, ys, strict=True) if x in late]
+        if failed:  # hollow: a cell that failed (late, over 90% of a core, or replies lost)
+            lines.scatter(
+                *zip(*failed, strict=True),
+                s=70,
+                facecolors="white",
+                edgecolors=line.get_color(),
+                zorder=3,
+            )
     lines.set_xlabel("calls in one client process (N)")
     lines.set_ylabel("CPU ms per call-second")
-    lines.set_title("client CPU per call-second against N (less is better)", fontsize=10)
+    lines.set_title(
+        "client CPU per call-second against N (less is better; hollow: failed in a run)",
+        fontsize=10,
+    )
     lines.legend(fontsize=7)
     lines.grid(alpha=0.3)
     figure.suptitle("trio-realtime density: live audio calls (25 appends/s out, ~26 events/s in)")
