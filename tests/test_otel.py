@@ -73,6 +73,8 @@ async def test_a_span_per_response_under_the_session_span() -> None:
     attributes = session_span.attributes or {}
     assert attributes["gen_ai.provider.name"] == attributes["gen_ai.system"] == "openai"
     assert attributes["gen_ai.request.model"] == "gpt-realtime"
+    assert attributes["server.address"] == "127.0.0.1"
+    assert attributes["server.port"] == server.port
     assert attributes["trio_realtime.session.connections"] == 1
     assert attributes["trio_realtime.session.reconnects"] == 0
     assert attributes["trio_realtime.session.rollovers"] == 0

@@ -302,13 +302,19 @@ class Telemetry:
                 self._end_session(span, session)
 
     @contextmanager
-    def _session_span(self, model: str | None) -> Iterator[trace.Span]:
+    def _session_span(
+        self, model: str | None, server: dict[str, Any] | None = None
+    ) -> Iterator[trace.Span]:
         attributes = self._attributes(model)[0]
         name = attributes.get("gen_ai.request.model")
         with self._tracer.start_as_current_span(
             f"realtime.session {name}" if name else "realtime.session",
             kind=trace.SpanKind.CLIENT,
-            attributes={**attributes, "gen_ai.operation.name": "realtime.session"},
+            attributes={
+                **attributes,
+                **(server or {}),
+                "gen_ai.operation.name": "realtime.session",
+            },
             record_exception=True,
             set_status_on_exception=True,
         ) as span:
@@ -338,11 +344,11 @@ class Telemetry:
         metrics. ``config.on_response``, if set, is still called (after the telemetry).
         Takes and raises what :func:`trio_realtime.open_session` does."""
         config = config or SessionConfig()
-        model = _model_of(target)
+        model, server = _model_and_server_of(target)
         on_response = self._on_response_for(model, config.on_response)
         config = attrs.evolve(config, on_response=on_response)
         session: RealtimeSession | None = None
-        with self._session_span(model) as span:
+        with self._session_span(model, server) as span:
             try:
                 # The session's tasks start here, in this context: the span is their parent.
                 async with open_session(target, config=config, tools=tools) as session:
@@ -364,15 +370,25 @@ class Telemetry:
         return on_response
 
 
-def _model_of(endpoint: object) -> str | None:
-    url = endpoint if isinstance(endpoint, str) else getattr(endpoint, "url", None)
+def _model_and_server_of(target: object) -> tuple[str | None, dict[str, Any]]:
+    """The model (or Azure deployment) a URL names, and ``server.address`` / ``server.port``
+    (nothing else of the URL: it may carry a credential)."""
+    url = target if isinstance(target, str) else getattr(target, "url", None)
     if not isinstance(url, str):
-        return None
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+        return None, {}
+    parts = urllib.parse.urlsplit(url)
+    server: dict[str, Any] = {}
+    try:
+        if parts.hostname:
+            server["server.address"] = parts.hostname
+            server["server.port"] = parts.port or (443 if parts.scheme == "wss" else 80)
+    except ValueError:  # (a malformed port: open_session will say so)
+        server = {}
+    query = urllib.parse.parse_qs(parts.query)
     for key in ("model", "deployment"):
         if query.get(key):
-            return query[key][0]
-    return None
+            return query[key][0], server
+    return None, server
 
 
 def _finish_reason(response: Mapping[str, Any] | None, status: str) -> str:
