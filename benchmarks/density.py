@@ -39,7 +39,8 @@ Reported per contender: live calls per core (the largest N that passed, scaled t
 core by its CPU use, capped by the next N that failed), p50/p99 lateness, CPU per
 call-second, memory per call (resident set growth after every call connected / N).
 
-    python benchmarks/density.py [--quick] [--json PATH] [--grid 50,100,...] [--runs K]
+    python benchmarks/density.py [--quick] [--json PATH] [--grid 25,50,...] [--runs K]
+                                 [--window S] [--only NAME,NAME]
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -837,8 +839,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tiny grid (the test suite's)")
-    parser.add_argument("--json", type=Path_, metavar="PATH", help="write the results here")
-    parser.add_argument("--seed", type=int, default=1, help="(unused: no randomness)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the results here")
     parser.add_argument("--grid", help="the numbers of calls, comma-separated")
     parser.add_argument("--runs", type=int, help="repetitions of the grid")
     parser.add_argument("--window", type=float, help="seconds measured per cell")
@@ -856,17 +857,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.cycle_ticks, args.speech_ticks, args.reply_ticks = 25, 12, 8
     args.grid = [
         int(x)
-        for x in (args.grid or ("2" if args.quick else "25,50,100,150,200,300,400")).split(",")
+        for x in (args.grid or ("2" if args.quick else "25,50,75,100,150,200,300,400")).split(",")
     ]
     args.runs = args.runs or 1
     args.window = args.window or (1.5 if args.quick else 6.0)
     return args
-
-
-def Path_(text: str) -> Any:
-    from pathlib import Path
-
-    return Path(text)
 
 
 def main(argv: list[str] | None = None) -> int:
