@@ -143,6 +143,14 @@ def write_json(path: Path | None, results: dict[str, Any]) -> None:
 @contextmanager
 def bench_server() -> Iterator[int]:
     """Run ``bench_server.py`` in a process of its own; yield its port. It ends when we do."""
+    with bench_server_ports() as (port, _call_port):
+        yield port
+
+
+@contextmanager
+def bench_server_ports() -> Iterator[tuple[int, int]]:
+    """``bench_server()``, yielding its port and the port of its lean call server (the live
+    calls of ``density.py``: ``mode=call`` on a hand-written WebSocket)."""
     raise_fd_limit()
     process = subprocess.Popen(
         [sys.executable, str(SERVER_SCRIPT)],
@@ -155,7 +163,8 @@ def bench_server() -> Iterator[int]:
         line = process.stdout.readline()
         if not line.startswith("PORT "):
             raise RuntimeError(f"the benchmark server did not start: {line!r}")
-        yield int(line.split()[1])
+        words = line.split()
+        yield int(words[1]), int(words[3])
     finally:
         assert process.stdin is not None
         process.stdin.close()
@@ -285,10 +294,22 @@ def json_parser(*, fast: bool) -> Iterator[None]:
 
 
 #: The extra that brings each optional package a contender needs.
-EXTRA_OF = {"websockets": "fast", "orjson": "fast", "openai": "bench"}
+EXTRA_OF = {
+    "websockets": "fast",
+    "orjson": "fast",
+    "openai": "bench",
+    "opentelemetry.sdk": "otel",
+}
 #: What the contenders on the fast transport need.
 FAST = ("websockets", "orjson")
 T = TypeVar("T")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # (its parent package is missing, or blocked)
+        return False
 
 
 def available(contenders: Mapping[str, T], needs: Mapping[str, Sequence[str]]) -> dict[str, T]:
@@ -296,7 +317,7 @@ def available(contenders: Mapping[str, T], needs: Mapping[str, Sequence[str]]) -
     one line saying which extra brings it (``trio-realtime bench`` relays these lines)."""
     kept: dict[str, T] = {}
     for name, contender in contenders.items():
-        missing = [m for m in needs.get(name, ()) if importlib.util.find_spec(m) is None]
+        missing = [m for m in needs.get(name, ()) if not _installed(m)]
         if not missing:
             kept[name] = contender
             continue

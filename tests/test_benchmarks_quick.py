@@ -101,3 +101,44 @@ def test_scale(tmp_path: Path) -> None:
         assert result["server_max_active"] == 1, kind
         assert result["server_rejections"] == 0, kind
         assert result["memory_per_connection_kib"] > 0, kind
+
+
+def test_density(tmp_path: Path) -> None:
+    pytest.importorskip("websockets")
+    pytest.importorskip("orjson")
+    pytest.importorskip("openai")
+    pytest.importorskip("opentelemetry.sdk")
+    data = run_quick("density", tmp_path)
+    results = data["results"]
+    assert set(results) == {
+        "trio-realtime",
+        "trio-realtime (websockets)",
+        "trio-realtime + OpenTelemetry",
+        "bare trio-websocket",
+        "bare websockets.trio",
+        "bare asyncio websockets",
+        "bare asyncio websockets + orjson",
+        "openai AsyncRealtimeConnection",
+    }
+    for name, result in results.items():
+        assert result["all_correct"] is True, (name, result["grid"])
+        [cell] = result["grid"]  # the quick grid: one N, one run
+        assert cell["calls"] == 2, name
+        # Every reply asked for came back, once each, one at a time, and never refused.
+        assert cell["done"] == cell["turns"] > 0, name
+        server = cell["server"]
+        assert server["connections"] == 2, name
+        assert server["created"] == server["done"] == cell["turns"], name
+        assert server["rejections"] == 0, name
+        assert server["max_active"] == 1, name
+        # Audio went out (25 appends a second each) and was timed; deltas came in.
+        assert server["appends"] == cell["appends"] > 0, name
+        assert server["append_lateness_ms"]["n"] > 0, name
+        assert cell["memory_per_call_kib"] > 0, name
+        assert {"calls_per_core", "p50_ms", "p99_ms", "cpu_ms_per_call_second"} <= result.keys()
+    assert set(data["goals"]) == {
+        "websockets_calls_per_core_1_2x_bare_trio_websocket",
+        "default_calls_per_core_1_0x_bare_trio_websocket",
+        "websockets_memory_per_call_under_100_kib",
+        "otel_at_most_2_percent_fewer_calls_per_core",
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -12,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from trio_realtime._cli import UsageError, main
-from trio_realtime._cli_bench import draw_plot, find_benchmarks, summary_rows
+from trio_realtime._cli_bench import (
+    density_plot_path,
+    draw_density_plot,
+    draw_plot,
+    find_benchmarks,
+    summary_rows,
+)
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -220,3 +227,93 @@ def test_a_core_install_skips_each_contender_whose_extra_is_missing(tmp_path: Pa
     assert {"handoff", "scale", "throughput"} <= benchmarks
     data = json.loads(out.read_text())
     assert "trio-realtime (websockets)" not in data["handoff"]["results"]["contenders"]
+
+
+def _density_result(calls_per_core: float, by_cpu: float) -> dict[str, object]:
+    return {
+        "calls_per_core": calls_per_core,
+        "calls_per_core_by_cpu": by_cpu,
+        "p50_ms": 3.0,
+        "p99_ms": 12.0,
+        "cpu_ms_per_call_second": 4.0,
+        "memory_per_call_kib": 45.0,
+        "grid": [
+            {"calls": 25, "run": 0, "cpu_ms_per_call_second": 4.5},
+            {"calls": 50, "run": 0, "cpu_ms_per_call_second": 4.0},
+        ],
+    }
+
+
+DENSITY = {
+    "results": {
+        "trio-realtime": _density_result(100, 160),
+        "trio-realtime (websockets)": _density_result(150, 210),
+        "bare trio-websocket": _density_result(125, 180),
+        "openai AsyncRealtimeConnection": _density_result(60, 70),
+    }
+}
+
+
+def test_density_rows_and_plot(tmp_path: Path) -> None:
+    rows = summary_rows("density", DENSITY)
+    assert [row[1] for row in rows] == [
+        "live calls per core (by CPU alone), p99 lateness, KiB/call",
+        "live calls per core (by CPU alone), p99 lateness, KiB/call [websockets]",
+    ]
+    assert rows[0][2] == "100 (160), 12 ms, 45"
+    assert rows[1][3] == "bare trio-websocket 125 (1.20x); openai 60"
+    figure = pytest.importorskip("matplotlib.figure").Figure
+    assert draw_density_plot(tmp_path / "d.png", {"density": DENSITY}, figure)
+    assert (tmp_path / "d.png").read_bytes().startswith(PNG_MAGIC)
+    assert not draw_density_plot(tmp_path / "none.png", {"handoff": {}}, figure)
+    assert density_plot_path(tmp_path / "x.png") == tmp_path / "x-density.png"
+
+
+def test_density_on_a_core_install_skips_what_it_cannot_run(tmp_path: Path) -> None:
+    """Without the extras, density runs the library on its default transport and the bare
+    trio-websocket loop; each other contender is one line naming the extra that brings it.
+    Its figure (``--plot``, when matplotlib is here) takes the path itself: no latency
+    benchmark ran."""
+    plotting = importlib.util.find_spec("matplotlib") is not None
+    blocker = tmp_path / "core_install"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\nsys.modules.update(dict.fromkeys("
+        "['websockets', 'orjson', 'openai', 'opentelemetry'], None))\n"
+    )
+    out = tmp_path / "core.json"
+    process = subprocess.run(
+        [sys.executable, "-m", "trio_realtime", "bench", "density", "--json", str(out)]
+        + (["--plot", str(tmp_path / "density.png")] if plotting else []),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(blocker)},
+        cwd=CHECKOUT,
+        check=False,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "Traceback" not in process.stderr
+    skips = [line.strip() for line in process.stderr.splitlines() if "skipped" in line]
+    assert sorted(skips) == sorted(
+        [
+            "skipped trio-realtime (websockets): needs websockets and orjson "
+            "(pip install 'trio-realtime[fast]')",
+            "skipped trio-realtime + OpenTelemetry: needs websockets and orjson and "
+            "opentelemetry.sdk (pip install 'trio-realtime[fast,otel]')",
+            "skipped bare websockets.trio: needs websockets (pip install 'trio-realtime[fast]')",
+            "skipped bare asyncio websockets: needs websockets (pip install 'trio-realtime[fast]')",
+            "skipped bare asyncio websockets + orjson: needs websockets and orjson "
+            "(pip install 'trio-realtime[fast]')",
+            "skipped openai AsyncRealtimeConnection: needs openai and websockets "
+            "(pip install 'trio-realtime[bench]')",
+        ]
+    )
+    [row] = [line for line in process.stdout.splitlines() if line.startswith("| density")]
+    assert "bare trio-websocket" in row
+    data = json.loads(out.read_text())
+    assert set(data["density"]["results"]) == {"trio-realtime", "bare trio-websocket"}
+    assert "round 1/1 N=2 trio-realtime:" in process.stderr  # relayed as it ran
+    if plotting:
+        assert (tmp_path / "density.png").read_bytes().startswith(PNG_MAGIC)
+        assert f"wrote {tmp_path / 'density.png'}" in process.stderr

@@ -4,7 +4,8 @@ The benchmark scripts live in the checkout's ``benchmarks/`` folder, not in the 
 package. Each runs in a process of its own (``python benchmarks/NAME.py --quick --json
 PATH``), against a benchmark server in yet another; progress goes to stderr, the table of key
 figures to stdout. ``--plot FILE.png`` draws the latency distributions side by side, with
-matplotlib (the ``plot`` extra).
+matplotlib (the ``plot`` extra), and the density benchmark's live calls per core and CPU per
+call-second against the number of calls (beside it, in ``FILE-density.png``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ._cli_common import EXIT_FAILED, UsageError
 __all__ = ["BENCHMARKS", "find_benchmarks", "run_bench"]
 
 #: The benchmarks ``bench`` runs, in order (soak.py is a long run of its own: not here).
-BENCHMARKS = ("handoff", "queue_wait", "collisions", "throughput", "scale")
+BENCHMARKS = ("handoff", "queue_wait", "collisions", "throughput", "scale", "density")
 _PLOT_HINT = "pip install 'trio-realtime[plot]'"
 
 
@@ -200,12 +201,41 @@ def _scale(results: Mapping[str, Any]) -> list[list[str]]:
     ]
 
 
+def _density(results: Mapping[str, Any]) -> list[list[str]]:
+    bare = results["bare trio-websocket"]
+    others = [
+        f"{label} {results[name]['calls_per_core']:,.0f}"
+        for name, label in (
+            ("bare asyncio websockets + orjson", "bare asyncio websockets + orjson"),
+            ("openai AsyncRealtimeConnection", "openai"),
+        )
+        if name in results
+    ]
+    return [
+        [
+            "density",
+            _variant("live calls per core (by CPU alone), p99 lateness, KiB/call", variant),
+            f"{trc['calls_per_core']:,.0f} ({trc['calls_per_core_by_cpu']:,.0f}), "
+            f"{trc['p99_ms']:.0f} ms, {trc['memory_per_call_kib']:.0f}",
+            "; ".join(
+                [
+                    f"bare trio-websocket {bare['calls_per_core']:,.0f} "
+                    f"({trc['calls_per_core'] / bare['calls_per_core']:.2f}x)",
+                    *others,
+                ]
+            ),
+        ]
+        for variant, trc in _ours(results)
+    ]
+
+
 _SUMMARIES: dict[str, Callable[[Mapping[str, Any]], list[list[str]]]] = {
     "handoff": _handoff,
     "queue_wait": _queue_wait,
     "collisions": _collisions,
     "throughput": _throughput,
     "scale": _scale,
+    "density": _density,
 }
 
 
@@ -314,6 +344,77 @@ def draw_plot(path: Path, results: Mapping[str, Mapping[str, Any]], figure_class
     return True
 
 
+def density_plot_path(path: Path) -> Path:
+    """Where the density figure goes when the latency figure takes ``path``."""
+    return path.with_name(f"{path.stem}-density{path.suffix}")
+
+
+def draw_density_plot(path: Path, results: Mapping[str, Any], figure_class: Any) -> bool:
+    """Live calls per core per contender, and CPU per call-second against the number of
+    calls, from the density benchmark's JSON; False if it did not run."""
+    if "density" not in results:
+        return False
+    contenders: Mapping[str, Any] = results["density"]["results"]
+    names = list(contenders)
+    figure = figure_class(figsize=(13, 5.2), layout="constrained")
+    bars, lines = figure.subplots(1, 2, width_ratios=[1, 1.2])
+    y = range(len(names))
+    bars.barh(
+        y,
+        [float(contenders[n]["calls_per_core"]) for n in names],
+        color=["#4c72b0" if n.startswith("trio-realtime") else "#b0b0b0" for n in names],
+        label="on time (p99 < 100 ms), < 90% of a core",
+    )
+    bars.scatter(
+        [float(contenders[n]["calls_per_core_by_cpu"]) for n in names],
+        y,
+        marker="|",
+        s=200,
+        color="#c44e52",
+        zorder=3,
+        label="by CPU alone",
+    )
+    bars.set_yticks(y, names, fontsize=8)
+    bars.invert_yaxis()
+    bars.set_xlabel("live calls per core")
+    bars.set_title("calls per core (more is better)", fontsize=10)
+    bars.legend(fontsize=8)
+    bars.grid(axis="x", alpha=0.3)
+    for name in names:
+        by_n: dict[int, list[float]] = {}
+        late: set[int] = set()
+        for cell in contenders[name]["grid"]:
+            by_n.setdefault(int(cell["calls"]), []).append(float(cell["cpu_ms_per_call_second"]))
+            if not cell.get("passed", True):
+                late.add(int(cell["calls"]))
+        xs = sorted(by_n)
+        ys = [sorted(by_n[x])[len(by_n[x]) // 2] for x in xs]
+        (line,) = lines.plot(
+            xs, ys, marker="o", label=name, linewidth=2 if name.startswith("trio") else 1
+        )
+        failed = [(x, y) for x, y in zip(xs, ys, strict=True) if x in late]
+        if failed:  # hollow: a cell that failed (late, over 90% of a core, or replies lost)
+            lines.scatter(
+                *zip(*failed, strict=True),
+                s=70,
+                facecolors="white",
+                edgecolors=line.get_color(),
+                zorder=3,
+            )
+    lines.set_xlabel("calls in one client process (N)")
+    lines.set_ylabel("CPU ms per call-second")
+    lines.set_title(
+        "client CPU per call-second against N (less is better; hollow: failed in a run)",
+        fontsize=10,
+    )
+    lines.legend(fontsize=7)
+    lines.grid(alpha=0.3)
+    figure.suptitle("trio-realtime density: live audio calls (25 appends/s out, ~26 events/s in)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return True
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -376,10 +477,17 @@ def run_bench(
         progress.write(f"wrote {path}\n")
     if figure_class is not None:
         plot = Path(args.plot)
-        if draw_plot(plot, results, figure_class):
+        drew = draw_plot(plot, results, figure_class)
+        if drew:
             progress.write(f"wrote {plot}\n")
-        else:
-            progress.write("no latency benchmark ran (handoff, queue_wait, scale): no plot\n")
+        density = density_plot_path(plot) if drew else plot
+        if draw_density_plot(density, results, figure_class):
+            progress.write(f"wrote {density}\n")
+        elif not drew:
+            progress.write(
+                "no latency or density benchmark ran (handoff, queue_wait, scale, density): "
+                "no plot\n"
+            )
     if failed:
         progress.write(f"failed: {', '.join(failed)}\n")
         return EXIT_FAILED
