@@ -101,3 +101,7 @@ def test_scale(tmp_path: Path) -> None:
         assert result["server_max_active"] == 1, kind
         assert result["server_rejections"] == 0, kind
         assert result["memory_per_connection_kib"] > 0, kind
+
+
+def test_interrupt(tmp_path: Path) -> None:
+    assert run_quick("interrupt", tmp_path)["results"].keys() == {"trio-websocket", "websockets"}

@@ -218,11 +218,19 @@ async def one_round(driver: Driver, rng: random.Random, nursery: trio.Nursery) -
 
 
 async def barge_in(
-    rounds: int, seed: int, *, behavior: Behavior = PACE, verify: bool = True
+    rounds: int,
+    seed: int,
+    *,
+    behavior: Behavior = PACE,
+    verify: bool = True,
+    transport: str | None = None,
 ) -> tuple[list[Check], FakeRealtimeServer, FakeConnection]:
-    """``rounds`` interruptions at random moments; each checked after the next reply."""
+    """``rounds`` interruptions at random moments; each checked after the next reply.
+    ``transport`` overrides the configured one (the benchmark's; tests use the fixture)."""
     rng = random.Random(seed)
     config = SessionConfig(event_buffer=BUFFER)
+    if transport is not None:
+        config = attrs.evolve(config, transport=transport)
     checks: list[Check] = []
     async with (
         open_fake_server(behavior=behavior) as server,
