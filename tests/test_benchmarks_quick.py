@@ -142,3 +142,7 @@ def test_density(tmp_path: Path) -> None:
         "websockets_memory_per_call_under_100_kib",
         "otel_at_most_2_percent_fewer_calls_per_core",
     }
+
+
+def test_interrupt(tmp_path: Path) -> None:
+    assert run_quick("interrupt", tmp_path)["results"].keys() == {"trio-websocket", "websockets"}
