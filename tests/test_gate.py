@@ -306,7 +306,8 @@ def test_interrupt_leaves_queued_requests_queued_in_order() -> None:
     [target] = targets
     assert target.response_id == "resp_1"
     assert (second.state, third.state) == (TicketState.QUEUED, TicketState.QUEUED)
-    assert not second.cancel_requested and not third.cancel_requested
+    assert not second.cancel_requested
+    assert not third.cancel_requested
     d.feed(done("resp_1", first.event_id, status="cancelled"))
     assert [c["event_id"] for c in d.creates()] == [first.event_id, second.event_id]
     d.feed(created("resp_2", second.event_id))
