@@ -253,6 +253,90 @@ def test_cancel_active_with_nothing_active() -> None:
     assert d.pump() == []
 
 
+def test_interrupt_cancels_every_running_response_by_id() -> None:
+    # In-band (ours), out-of-band (ours), and the server's out-of-band one: all audible.
+    d = Driver()
+    mine = d.submit()
+    d.feed(created("resp_1", mine.event_id))
+    side = d.submit({"conversation": "none"})
+    d.feed(created("resp_2", side.event_id, conversation_id=None))
+    d.feed(created("resp_3", conversation_id=None))  # the server's out-of-band
+    targets = d.gate.interrupt(now=d.now)
+    d.pump()
+    assert sorted(c["response_id"] for c in d.cancels()) == ["resp_1", "resp_2", "resp_3"]
+    assert len(targets) == 3
+    assert not any(d.gate.is_finished(t) for t in targets)
+    for rid, key in (("resp_1", mine.event_id), ("resp_2", side.event_id), ("resp_3", None)):
+        d.feed(done(rid, key, status="cancelled", conversation_id=None))
+    assert all(d.gate.is_finished(t) for t in targets)
+
+
+def test_interrupt_cancels_a_server_started_in_band_response_by_id() -> None:
+    d = Driver()
+    d.feed(created("resp_vad"))
+    [target] = d.gate.interrupt(now=d.now)
+    d.pump()
+    assert [c.get("response_id") for c in d.cancels()] == ["resp_vad"]
+    d.feed(done("resp_vad", status="cancelled"))
+    assert d.gate.is_finished(target)
+
+
+def test_interrupt_cancels_a_request_in_flight_once_created() -> None:
+    d = Driver()
+    side = d.submit({"conversation": "none"})
+    mine = d.submit()
+    targets = d.gate.interrupt(now=d.now)
+    assert targets == [side, mine]
+    assert d.pump() == []  # not created yet: a cancel by id is impossible
+    d.feed(created("resp_1", mine.event_id))
+    d.feed(created("resp_2", side.event_id, conversation_id=None))
+    assert [c.get("response_id") for c in d.cancels()] == ["resp_1", "resp_2"]
+    d.feed(done("resp_1", mine.event_id, status="cancelled"))
+    d.feed(done("resp_2", side.event_id, status="cancelled", conversation_id=None))
+    assert all(d.gate.is_finished(t) for t in targets)
+
+
+def test_interrupt_leaves_queued_requests_queued_in_order() -> None:
+    d = Driver()
+    first = d.submit()
+    d.feed(created("resp_1", first.event_id))
+    second = d.submit()
+    third = d.submit()
+    targets = d.gate.interrupt(now=d.now)
+    [target] = targets
+    assert target.response_id == "resp_1"
+    assert (second.state, third.state) == (TicketState.QUEUED, TicketState.QUEUED)
+    assert not second.cancel_requested
+    assert not third.cancel_requested
+    d.feed(done("resp_1", first.event_id, status="cancelled"))
+    assert [c["event_id"] for c in d.creates()] == [first.event_id, second.event_id]
+    d.feed(created("resp_2", second.event_id))
+    assert d.cancels()[-1]["response_id"] == "resp_1"  # second is not cancelled
+    d.feed(done("resp_2", second.event_id))
+    assert [c["event_id"] for c in d.creates()][-1] == third.event_id
+
+
+def test_interrupt_cancels_a_blocker_known_only_from_a_conflict() -> None:
+    d = Driver()
+    request = d.submit()
+    d.feed(conflict(request.event_id, legacy=True))  # something runs; no id known yet
+    [target] = d.gate.interrupt(now=d.now)
+    d.pump()
+    [cancel] = d.cancels()
+    assert "response_id" not in cancel  # the in-band cancel: the only one that reaches it
+    assert request.state is TicketState.QUEUED  # queued again: untouched
+    d.feed(done("resp_vad", status="cancelled"))  # the blocker shows its id as it ends
+    assert d.gate.is_finished(target)
+
+
+def test_interrupt_with_nothing_running_sends_nothing() -> None:
+    d = Driver()
+    d.feed(created("resp_1"))
+    d.feed(done("resp_1"))
+    assert d.gate.interrupt(now=d.now) == []
+    assert d.pump() == []
+
+
 # Rule 7: deadlines -------------------------------------------------------------------------------
 
 

@@ -22,7 +22,16 @@ Checked after every step (``@invariant`` methods, and in ``_pump`` / ``_feed`` a
    given up on brings a cancel by id, whatever was sent before (rule 7); the server starts at
    most one response per request;
 7. liveness (``teardown``): once the server answers everything and time passes every
-   deadline, every request ends within a bounded number of rounds.
+   deadline, every request ends within a bounded number of rounds;
+8. interruptions (rule 6), at random moments against in-band, out-of-band and server-started
+   responses and requests in flight: every response the model knows to run is cancelled by id
+   (unless a cancel by id for it is still within its grace), once; one the gate can know only
+   from a blind conflict by the one cancel without id (and no such cancel without a blind
+   conflict); every request in flight is returned and cancelled by id once created (6), and
+   never sent again; queued requests are not touched and still go out in order (3); no request
+   moves at the interrupt itself; an interrupted response that got its done or was forced after
+   cancel_grace is finished, and in ``teardown`` every target of an interrupt is. (At most one
+   in-band response active: 1, which also checks the next create after an interrupt.)
 
 The oracles predict from what the model knows (what it sent, delivered and was told, and when
 the gate sent each cancel), never from the gate's own bookkeeping; what the gate reports of
@@ -79,7 +88,7 @@ from gate_helpers import Driver, conflict, created, done, error
 from gate_model import Draw, ModelServer
 from trio_realtime import ConnectionLost, ResponseRejected, TicketState
 from trio_realtime._events import CONFLICT, CONFLICT_MESSAGE_PREFIX, METADATA_KEY
-from trio_realtime._gate import Gate, Request
+from trio_realtime._gate import CancelTarget, Gate, Request
 
 Event = dict[str, Any]
 
@@ -170,6 +179,14 @@ class GateMachine(RuleBasedStateMachine):
         #: Client events the application sent (rule 2): event_id -> (sent at, answered).
         self.app_events: dict[str, list[Any]] = {}
         self.app_ids = itertools.count(1)
+        #: Interruptions (rule 6): every response whose response.created was delivered, in-band
+        #: or out-of-band; whether the gate must hold a response known only from a blind
+        #: conflict (certain: cleared by anything that may end it), and whether it may; and
+        #: what each interrupt returned, to be awaited.
+        self.created_delivered: set[str] = set()
+        self.unnamed_certain = False
+        self.blind_seen = False
+        self.interrupt_targets: list[CancelTarget] = []
         self.gate: Gate
 
     @property
@@ -211,6 +228,8 @@ class GateMachine(RuleBasedStateMachine):
     def _collect(self, outgoing: list[Event], *, may_create: bool = False) -> None:
         for event in outgoing:
             assert event["type"] in ("response.create", "response.cancel"), event
+            if event["type"] == "response.cancel" and "response_id" not in event:
+                self.unnamed_certain = False  # it may have been the unnamed one's cancel
             if event["type"] == "response.cancel" and "response_id" in event:
                 self.cancelled_ids.add(event["response_id"])
                 self.cancel_sent_at[event["response_id"]] = self.now
@@ -319,6 +338,8 @@ class GateMachine(RuleBasedStateMachine):
                     told = self.in_band_created_delivered | self.conflict_named
                     self.superseded |= told - self.done_delivered
                 self.in_band_created_delivered.add(response["id"])
+                self.unnamed_certain = False  # an in-band created ends an unnamed blocker
+            self.created_delivered.add(response["id"])
             key = (response.get("metadata") or {}).get(METADATA_KEY)
             if key is not None and response["id"] not in self.answered_by:
                 self.answered_by.add(response["id"])
@@ -354,6 +375,8 @@ class GateMachine(RuleBasedStateMachine):
                 and rid not in self.done_delivered
             ):
                 self.ends_in_band += 1
+            if kind == "response.done" and event["response"].get("conversation_id") is not None:
+                self.unnamed_certain = False  # an in-band done may show the unnamed one's id
             gate.receive_event(event, now=self.now)
             self.done_delivered.add(rid)
         elif kind == "error":
@@ -378,6 +401,8 @@ class GateMachine(RuleBasedStateMachine):
                 self._app_answered(app_target)
             blind = is_conflict and "resp_" not in message
             matched = gate.receive_event(event, now=self.now)
+            if blind and matched is not None:
+                self.blind_seen = True
             if is_conflict and "resp_" in message and matched is not None:
                 # A conflict the gate matched names a response that still runs, whatever the
                 # gate assumed (not what a response.done said: the server may name a response
@@ -465,6 +490,12 @@ class GateMachine(RuleBasedStateMachine):
         assert target.attempts == attempt, target
         assert target.state in (TicketState.QUEUED, TicketState.DONE), target
         told = self.in_band_created_delivered | self.conflict_named
+        if self.ends_possible == possible_then and not (
+            told - self.done_delivered - self.force_released
+        ):
+            # Rule 4: nothing known runs or ended: the gate holds the blocker unnamed (rule 6:
+            # an interrupt reaches it only by the in-band cancel without id).
+            self.unnamed_certain = True
         live = told - self.done_delivered - self.force_released - self.superseded
         ours_running = any(r.state is TicketState.ACTIVE for r in self.requests)
         if (
@@ -592,6 +623,65 @@ class GateMachine(RuleBasedStateMachine):
         self._pump()
 
     @precondition(lambda self: not self.closed)
+    @rule()
+    def interrupt(self) -> None:
+        """Rule 6: the user speaks over the assistant. Every response the model knows to run
+        (in-band or out-of-band, ours or the server's) is cancelled by id, unless a cancel by id
+        for it is already within its grace; one known only from a blind conflict by the cancel
+        without id; every request in flight once created; queued ones are not touched."""
+        told = self.created_delivered | self.conflict_named
+        running = told - self.done_delivered - self.force_released - self.superseded
+        cancelling = set(self.cancel_sent_at)
+        unnamed = self.unnamed_certain
+        in_flight = [r for r in self.requests if r.state is TicketState.SENT]
+        queued = [r for r in self.requests if r.state is TicketState.QUEUED]
+        targets = self.gate.interrupt(now=self.now)
+        effects = self.gate.take_effects()
+        assert effects is None or not effects.changed, effects  # no request moves at once
+        outgoing = [] if effects is None else effects.send
+        assert all(e["type"] == "response.cancel" for e in outgoing), outgoing
+        self._collect(outgoing)
+        by_id = [e["response_id"] for e in outgoing if "response_id" in e]
+        assert len(by_id) == len(set(by_id)), by_id  # once each
+        without_id = len(outgoing) - len(by_id)
+        assert without_id <= 1, outgoing
+        if not (self.misbehaved or self.misattributed):
+            missing = running - cancelling - set(by_id)
+            assert not missing, f"interrupt missed {missing} (sent {outgoing})"
+            if unnamed:
+                assert without_id == 1, ("the unnamed blocker was not cancelled", outgoing)
+            if without_id:
+                assert self.blind_seen, ("a cancel without id, yet no blind conflict", outgoing)
+        # What to await: the responses by id, then the requests in flight (which are cancelled
+        # by id once created: cancels_are_honored).
+        returned = [t for t in targets if isinstance(t, Request)]
+        assert {id(r) for r in returned} == {id(r) for r in in_flight}, (returned, in_flight)
+        assert targets[len(targets) - len(returned) :] == returned
+        responses = targets[: len(targets) - len(returned)]
+        assert {t.response_id for t in responses} >= set(by_id)
+        assert len({id(t) for t in targets}) == len(targets)
+        for request in in_flight:
+            self.cancel_wanted.setdefault(id(request), request.attempts)
+        for request in queued:  # untouched: they go out later, in order (invariant 3)
+            assert request.state is TicketState.QUEUED
+            assert not request.cancel_requested
+        self.interrupt_targets.extend(targets)
+        self._pump()
+
+    @invariant()
+    def interrupted_responses_end(self) -> None:
+        """Rule 6 and 7: an interrupted response ends with its done, or is forced after
+        cancel_grace (teardown: every target ends)."""
+        if self.misbehaved:
+            return
+        ended = self.done_delivered | self.force_released
+        for target in self.interrupt_targets:
+            if isinstance(target, Request) or target.response_id is None:
+                continue
+            if target.response_id in ended:
+                assert self.gate.is_finished(target), target
+
+    @precondition(lambda self: not self.closed)
     @rule(seconds=st.one_of(st.floats(0.1, 4.0), st.floats(4.0, PAST_ALL_DEADLINES)))
     def advance(self, seconds: float) -> None:
         self.now += seconds
@@ -633,7 +723,8 @@ class GateMachine(RuleBasedStateMachine):
         assert self.gate.slot_holder is None
         assert self.gate.active_response_ids() == []
         # A new server: what the old one said or will say is gone.
-        self.superseded |= self.in_band_created_delivered | self.conflict_named
+        self.superseded |= self.created_delivered | self.conflict_named
+        self.unnamed_certain = self.blind_seen = False
         self.cancel_sent_at.clear()  # the gate forgot them, and what it sent
         self.server.new_connection()
         # The gate forgot what awaited answers on the old connection; so does the model.
@@ -831,6 +922,7 @@ class GateMachine(RuleBasedStateMachine):
             return
         if self.closed:
             assert all(r.state.terminal for r in self.requests)
+            assert all(self.gate.is_finished(t) for t in self.interrupt_targets)
             return
         server = self.server
         for event_id in sorted(self.held):
@@ -861,6 +953,16 @@ class GateMachine(RuleBasedStateMachine):
         assert not pending, f"not drained after {bound} rounds: {pending}"
         assert self.gate.slot_holder is None
         assert self.gate.statistics().queue_depth == 0
+        # Rule 6: every target of an interrupt ends: its done, or forced after cancel_grace.
+        for _ in range(3):
+            while server.inbox:
+                server.answer_well(server.inbox.popleft())
+            while server.outbox:
+                self._feed(server.outbox.popleft())
+            self.now += PAST_ALL_DEADLINES
+            self._pump()
+        unfinished = [t for t in self.interrupt_targets if not self.gate.is_finished(t)]
+        assert not unfinished, unfinished
 
 
 GateMachine.TestCase.settings = settings(
