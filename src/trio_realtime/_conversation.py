@@ -3,8 +3,9 @@
 No sockets, no Trio and no clock here: the session feeds every client event it sends
 (:meth:`ConversationRecord.client_event`) and every server event it receives
 (:meth:`ConversationRecord.server_event`), in order; :meth:`ConversationRecord.replay` gives the
-events that rebuild the conversation on a fresh connection, whose server knows nothing. Each
-rule, in prose:
+events that rebuild the conversation on a fresh connection, whose server knows nothing. (Longer
+than the house's ~600 lines: one record, whose rules read best in one place, top-down, beside
+the code that applies them.) Each rule, in prose:
 
 1. **The configuration** is what the application set with ``session.update``, merged as the
    service merges it: objects field by field, lists replaced whole, an explicit null kept (it

@@ -2,7 +2,8 @@
 that turns a Script into the stream of events of one response.
 
 No sockets and no clock here. Events are dicts without ``event_id``; the connection adds it
-when it sends them.
+when it sends them. (Longer than the house's ~600 lines: the builder of every server event, in
+both dialects, kept in one place so that each event's shape is written once.)
 """
 
 from __future__ import annotations
