@@ -157,9 +157,9 @@ class AudioLedger:
     def __init__(self, *, memory: int = 64) -> None:
         self.session_format: AudioFormat = PCM16
         self._audio: LastN[str, _Audio] = LastN(memory)
-        self._formats: LastN[str, AudioFormat] = LastN(memory)
-        self._in_band: LastN[str, bool] = LastN(memory)
-        self._speaks: LastN[str, bool] = LastN(memory)
+        #: The ``response`` objects of the latest ``response.created`` events, read only when
+        #: the response's audio begins (most responses of a text session never need it).
+        self._started: LastN[str, Mapping[str, Any]] = LastN(memory)
         #: The in-band response whose audio came last.
         self.current: str | None = None
 
@@ -168,21 +168,17 @@ class AudioLedger:
         self.session_format = format_of_session(session) or self.session_format
 
     def response_started(self, response_id: str, response: Mapping[str, Any]) -> None:
-        """A ``response.created``: its own output format (if it overrides the session's) and
-        whether it writes to the conversation."""
-        audio_format = format_of_response(response)
-        if audio_format is not None:
-            self._formats[response_id] = audio_format
-        self._in_band[response_id] = response.get("conversation_id", "") is not None
-        modalities = response.get("output_modalities", response.get("modalities"))
-        if isinstance(modalities, list):
-            self._speaks[response_id] = "audio" in modalities
+        """A ``response.created``: its own output format (if it overrides the session's),
+        whether it writes to the conversation and whether it speaks, read when needed."""
+        self._started[response_id] = response
 
     def item_added(self, response_id: str, item: Mapping[str, Any]) -> None:
         """A ``response.output_item.added``: an assistant message of a response that speaks
         will carry audio, perhaps before any of it arrives (so an interruption deletes it)."""
         item_id = item.get("id")
-        speaks = self._speaks.get(response_id, True)
+        response = self._started.get(response_id, {})
+        modalities = response.get("output_modalities", response.get("modalities"))
+        speaks = not isinstance(modalities, list) or "audio" in modalities
         if speaks and item.get("type") == "message" and isinstance(item_id, str):
             self._audio_of(response_id).item(item_id, 0)
 
@@ -201,9 +197,10 @@ class AudioLedger:
     def _audio_of(self, response_id: str) -> _Audio:
         audio = self._audio.get(response_id)
         if audio is None:
+            response = self._started.get(response_id, {})
             audio = _Audio(
-                self._formats.get(response_id) or self.session_format,
-                self._in_band.get(response_id, True),
+                format_of_response(response) or self.session_format,
+                response.get("conversation_id", "") is not None,
             )
             self._audio[response_id] = audio
         if audio.in_band:

@@ -114,10 +114,11 @@ class AudioOut:
             response = event.get("response")
             if isinstance(response, Mapping) and isinstance(response.get("id"), str):
                 self.ledger.response_started(response["id"], response)
-                metadata = response.get("metadata")
-                key = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
-                if key is not None and key in self._muted_requests:
-                    self._muted[response["id"]] = None
+                if self._muted_requests:
+                    metadata = response.get("metadata")
+                    key = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
+                    if key is not None and key in self._muted_requests:
+                        self._muted[response["id"]] = None
         elif kind.startswith("output_audio_buffer."):
             rid = event.get("response_id")
             if isinstance(rid, str):

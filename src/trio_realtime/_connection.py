@@ -166,7 +166,9 @@ class Connection:
 
     def take_replay(self) -> list[tuple[str, bool]]:
         """What the current connection must be sent before anything else (once)."""
-        replay, self._replay = self._replay, []
+        replay = self._replay
+        if replay:  # (nothing allocated on the hot path, where there is none)
+            self._replay = []
         return replay
 
     def end(self) -> None:
