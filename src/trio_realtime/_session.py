@@ -614,11 +614,14 @@ class RealtimeSession:
         if kind == "session.created":  # (a sideband's, if the service sends one)
             session = event.get("session")
             self.server_session = session if isinstance(session, Mapping) else {}
+        if view is None and kind not in AUDIO_EVENTS:
+            return
+        now = trio.current_time()
         if kind in AUDIO_EVENTS:
-            self._audio.take(event, now=trio.current_time())
+            self._audio.take(event, now=now)
         if view is None:
             return
-        request = self._gate.receive(view, now=trio.current_time())
+        request = self._gate.receive(view, now=now)
         if request is not None:
             request.owner.request_event(event)
         elif isinstance(view, ServerError):
