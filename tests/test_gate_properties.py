@@ -22,9 +22,10 @@ Checked after every step (``@invariant`` methods, and in ``_pump`` / ``_feed`` a
    given up on brings a cancel by id, whatever was sent before (rule 7); the server starts at
    most one response per request; the results of one turn share one follow-up (rule 12),
    released by the gate at exactly the input (an event, a result, the clock, a new connection)
-   after which the response that made the calls has ended (its done, a forced release, lost
-   with its connection; or superseded, which may release it, as the gate ends a superseded
-   response of the server's but keeps ours) and every call seen so far has a result, and sent
+   after which the response that made the calls has ended (its done; a forced release, even
+   if a conflict shows it still running later; lost with its connection; or superseded, which
+   may release it, as the gate ends a superseded response of the server's but keeps ours)
+   and every call seen so far has a result, and sent
    only after that; a result for a call seen after its turn's follow-up was released gets a
    follow-up of its own;
 7. liveness (``teardown``): once the server answers everything and time passes every
@@ -180,6 +181,9 @@ class GateMachine(RuleBasedStateMachine):
         self.follow_up_turn: dict[str, str] = {}
         self.released: set[str] = set()
         self.lost: set[str] = set()
+        #: ... and every response ever forced after a cancel: its turn ended then, even if a
+        #: conflict shows it still runs (rule 12: given up under rule 7).
+        self.given_up: set[str] = set()
         self.stray_calls = itertools.count(1)
         # What the gate was told, for invariants 1 and 4.
         self.done_delivered: set[str] = set()
@@ -265,6 +269,7 @@ class GateMachine(RuleBasedStateMachine):
         self.gate.tick(now=self.now)
         # Rule 7: no response.done within cancel_grace of a cancel: given up.
         self.force_released |= due
+        self.given_up |= due
         for rid in due:
             del self.cancel_sent_at[rid]
         self._check_turns()  # a forced release ends a turn
@@ -521,11 +526,11 @@ class GateMachine(RuleBasedStateMachine):
                 continue
             answered = all(c in self.results for c, rid in self.calls.items() if rid == turn)
             if self.gate.is_held(request):
-                ended = self.done_delivered | self.force_released | self.lost
+                ended = self.done_delivered | self.given_up | self.lost
                 if check:
                     assert not (answered and turn in ended), ("complete, still held", request)
                 continue
-            ended = self.done_delivered | self.force_released | self.lost | self.superseded
+            ended = self.done_delivered | self.given_up | self.lost | self.superseded
             if check:
                 assert turn in ended, ("released before its response ended", request, turn)
                 assert answered, ("released before every call had a result", request, turn)
