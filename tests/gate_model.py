@@ -6,8 +6,9 @@ keeps at most one in-band response active, and answers in one ordered stream: ``
 deltas, ``response.done`` (any status, or the ``response.cancelled`` alias), the conflict rejection
 (new and legacy shapes, with and without ``error.event_id``), other rejections,
 ``response_cancel_not_active`` and acknowledgements. It also starts responses by itself (voice
-activity, out-of-band), withholds events, shows a response's ``response.created`` late (after the
-conflict it causes, and after a cancel it could not honour yet), and ignores cancels.
+activity, out-of-band), makes function calls, withholds events, shows a response's
+``response.created`` late (after the conflict it causes, and after a cancel it could not honour
+yet), and ignores cancels.
 
 Every choice is drawn through ``draw(strategy, label)``, so the machine decides what happens and
 Hypothesis can shrink it. The model records what it knows for the machine's oracles: which
@@ -50,6 +51,8 @@ class ServerResponse:
     cancel_requested: bool = False
     #: Its ``response.created``, not yet sent: the server shows it late.
     pending_created: Event | None = None
+    #: The ``call_id`` of each function call it made (rule 12).
+    calls: list[str] = attrs.Factory(list)
 
 
 @attrs.define
@@ -137,6 +140,19 @@ class ModelServer:
             {"type": "response.output_text.delta", "response_id": response.rid, "delta": "x"}
         )
 
+    def call(self, response: ServerResponse) -> None:
+        """The response makes a function call (a ``function_call`` item)."""
+        self.show(response)
+        call_id = f"call_{next(self._ids)}"
+        response.calls.append(call_id)
+        self.outbox.append(
+            {
+                "type": "response.output_item.added",
+                "response_id": response.rid,
+                "item": {"type": "function_call", "call_id": call_id, "name": "f"},
+            }
+        )
+
     def finish(
         self, response: ServerResponse, status: str, *, alias: bool = False, withhold: bool = False
     ) -> None:
@@ -155,6 +171,10 @@ class ModelServer:
             response.key,
             status=status,
             conversation_id="conv_1" if response.in_band else None,
+            output=[
+                {"type": "function_call", "call_id": call_id, "name": "f", "arguments": "{}"}
+                for call_id in response.calls
+            ],
         )
         event["response"]["metadata"] = response.metadata
         self.outbox.append(event)

@@ -20,7 +20,14 @@ Checked after every step (``@invariant`` methods, and in ``_pump`` / ``_feed`` a
    an error reaches the request it answers (rules 1, 2); a cancelled request is never sent
    again and is cancelled by id once created (rule 6); a late ``response.created`` of a request
    given up on brings a cancel by id, whatever was sent before (rule 7); the server starts at
-   most one response per request;
+   most one response per request; the results of one turn share one follow-up (rule 12),
+   released by the gate at exactly the input (an event, a result, the clock, a new connection)
+   after which the response that made the calls has ended (its done; a forced release, even
+   if a conflict shows it still running later; lost with its connection; or superseded, which
+   may release it, as the gate ends a superseded response of the server's but keeps ours)
+   and every call seen so far has a result, and sent
+   only after that; a result for a call seen after its turn's follow-up was released gets a
+   follow-up of its own;
 7. liveness (``teardown``): once the server answers everything and time passes every
    deadline, every request ends within a bounded number of rounds;
 8. interruptions (rule 6), at random moments against in-band, out-of-band and server-started
@@ -35,19 +42,23 @@ Checked after every step (``@invariant`` methods, and in ``_pump`` / ``_feed`` a
 
 The oracles predict from what the model knows (what it sent, delivered and was told, and when
 the gate sent each cancel), never from the gate's own bookkeeping; what the gate reports of
-itself (its slot holder, ``pending()``, statistics, active responses) is only checked against
-that. One input is read from the gate: which request ``cancel_active`` interrupts (the slot's
-holder), so that the model knows whose cancel to expect. Checks switched off, and why:
+itself (its slot holder, ``pending()``, statistics, active responses, which follow-ups it
+holds, what an interrupt returns) is only checked against that. One input is read from the
+gate: which request ``cancel_active`` interrupts (the slot's holder), so that the model knows
+whose cancel to expect. Checks switched off, and why:
 
 - after the server breaks its own rules (``misbehaved``: duplicates, unknown ids, two in-band
   responses at once), the knowledge part of 1, the late-created part of 6, the one-response-
-  per-request part of 6 and the rule-4 predictions of 5: a gate cannot know what a lying
-  server runs;
+  per-request part of 6, the rule-12 checks, the rule-4 predictions of 5 and the interrupt
+  checks of 8: a gate cannot know what a lying server runs;
 - after an answer was lost or shown out of order (``lossy``: a withheld or late event, or a
   create the gate presumes lost), an error without ``error.event_id`` may be blamed on the
   wrong create (rule 2 relies on the order of answers): once that happened
   (``misattributed``), nothing that follows is checked against the model's attribution, nor
-  the knowledge part of 1, nor the late-created part of 6;
+  the knowledge part of 1, nor the late-created part of 6, nor the interrupt checks of 8;
+- liveness (7) leaves out a follow-up whose turn's response the gate never heard of (its
+  created and done both lost, on a connection still open): nothing can end that turn, as the
+  gate holds no deadline for a response it never saw;
 - the positive half of the rule-4 prediction (retried at once) only when the model knows an
   end for certain (a ``response.done`` naming an in-band conversation, not the
   ``response.cancelled`` alias, which names none) and knows nothing else to run (no response
@@ -162,6 +173,18 @@ class GateMachine(RuleBasedStateMachine):
         self.ends_in_band = 0
         self.ends_when_queued: dict[str, tuple[int, int]] = {}
         self.held: set[str] = set()  # follow-ups submitted held and not yet released
+        #: Rule 12: function calls the gate was shown (call_id -> response id), the calls given
+        #: a result, each turn's follow-up (event_id -> response id), those the gate released
+        #: (seen at the input that released them), and the responses of lost connections.
+        self.calls: dict[str, str] = {}
+        self.results: set[str] = set()
+        self.follow_up_turn: dict[str, str] = {}
+        self.released: set[str] = set()
+        self.lost: set[str] = set()
+        #: ... and every response ever forced after a cancel: its turn ended then, even if a
+        #: conflict shows it still runs (rule 12: given up under rule 7).
+        self.given_up: set[str] = set()
+        self.stray_calls = itertools.count(1)
         # What the gate was told, for invariants 1 and 4.
         self.done_delivered: set[str] = set()
         self.in_band_created_delivered: set[str] = set()
@@ -246,8 +269,10 @@ class GateMachine(RuleBasedStateMachine):
         self.gate.tick(now=self.now)
         # Rule 7: no response.done within cancel_grace of a cancel: given up.
         self.force_released |= due
+        self.given_up |= due
         for rid in due:
             del self.cancel_sent_at[rid]
+        self._check_turns()  # a forced release ends a turn
         if not self.misbehaved:  # a duplicate created may make a forgotten one known again
             assert not due & set(self.gate.active_response_ids()), due
         self._collect(self._effects())
@@ -268,9 +293,7 @@ class GateMachine(RuleBasedStateMachine):
         self._tick()
         holder_before = self.gate.slot_holder
         snapshot = [
-            r
-            for r in self.requests
-            if r.state is TicketState.QUEUED and r.event_id not in self.held
+            r for r in self.requests if r.state is TicketState.QUEUED and self._waits_in_queue(r)
         ]
         in_flight_before = [r for r in self.requests if r.state is TicketState.SENT]
         self.gate.pump(now=self.now)
@@ -281,6 +304,10 @@ class GateMachine(RuleBasedStateMachine):
             self.sent_creates[request.event_id] += 1
             assert request.state is TicketState.SENT
             assert event["response"]["metadata"][METADATA_KEY] == request.event_id
+            # Rule 12: a follow-up goes out only after the input that released it.
+            assert request.event_id not in self.follow_up_turn or (
+                request.event_id in self.released
+            ), request
         in_band = [r for r in sent if r.takes_slot]
         # Invariant 1: the gate sends an in-band create only when it holds the slot free,
         # takes the slot with it, and so sends at most one per pump.
@@ -303,7 +330,7 @@ class GateMachine(RuleBasedStateMachine):
         assert not [
             r
             for r in self.requests
-            if r.state is TicketState.QUEUED and r.event_id not in self.held and not r.takes_slot
+            if r.state is TicketState.QUEUED and self._waits_in_queue(r) and not r.takes_slot
         ]
         self._collect(outgoing, may_create=True)
 
@@ -363,6 +390,9 @@ class GateMachine(RuleBasedStateMachine):
         elif kind in ("response.done", "response.cancelled"):
             self.history.append(event)
             rid = event.get("response_id") or event["response"]["id"]
+            for item in event.get("response", {}).get("output") or []:
+                if item.get("type") == "function_call":
+                    self.calls.setdefault(item["call_id"], rid)
             key = (event.get("response", {}).get("metadata") or {}).get(METADATA_KEY)
             if key is not None and rid not in self.answered_by:  # done without created
                 self.answered_by.add(rid)
@@ -375,8 +405,9 @@ class GateMachine(RuleBasedStateMachine):
                 and rid not in self.done_delivered
             ):
                 self.ends_in_band += 1
-            if kind == "response.done" and event["response"].get("conversation_id") is not None:
-                self.unnamed_certain = False  # an in-band done may show the unnamed one's id
+            if kind == "response.cancelled" or event["response"].get("conversation_id"):
+                # An in-band done (the alias counts as one) may show the unnamed one's id.
+                self.unnamed_certain = False
             gate.receive_event(event, now=self.now)
             self.done_delivered.add(rid)
         elif kind == "error":
@@ -463,13 +494,48 @@ class GateMachine(RuleBasedStateMachine):
                 else:
                     assert target.state is TicketState.FAILED, target
         else:
+            item = event.get("item") or {}
+            if kind == "response.output_item.added" and item.get("type") == "function_call":
+                self.calls.setdefault(item["call_id"], event["response_id"])
             request = gate.receive_event(event, now=self.now)
             if request is not None:
                 self.recorders[id(request)].events.append(event)
+        self._check_turns()
         self._collect(self._effects())
         self._pump()
         if blind_conflict is not None:
             self._check_blind_conflict(*blind_conflict)
+
+    def _waits_in_queue(self, request: Request) -> bool:
+        """Not held: by the application (``held``), nor for its turn (rule 12)."""
+        event_id = request.event_id
+        return event_id not in self.held and (
+            event_id not in self.follow_up_turn or event_id in self.released
+        )
+
+    def _check_turns(self) -> None:
+        """Rule 12, after every input to the gate: a turn's follow-up is released exactly when
+        the response that made the calls has ended and every call it made so far has a result.
+        Released: its response got its done, was forced after a cancel, superseded, or lost
+        with its connection. Not held: once it got its done, was forced, or was lost (a
+        superseded one may be ours, which the gate keeps until its done or deadline)."""
+        check = not self.misbehaved  # a duplicate done may end a turn twice, or not at all
+        for event_id, turn in self.follow_up_turn.items():
+            request = self.by_event_id[event_id]
+            if event_id in self.released or request.state.terminal:
+                continue
+            answered = all(c in self.results for c, rid in self.calls.items() if rid == turn)
+            if self.gate.is_held(request):
+                ended = self.done_delivered | self.given_up | self.lost
+                if check:
+                    assert not (answered and turn in ended), ("complete, still held", request)
+                continue
+            ended = self.done_delivered | self.given_up | self.lost | self.superseded
+            if check:
+                assert turn in ended, ("released before its response ended", request, turn)
+                assert answered, ("released before every call had a result", request, turn)
+            self.released.add(event_id)
+            self._queued(request)
 
     def _queued(self, request: Request) -> None:
         self.ends_when_queued[request.event_id] = (self.ends_possible, self.ends_in_band)
@@ -582,6 +648,38 @@ class GateMachine(RuleBasedStateMachine):
         self._release(request)
         self._collect(self._effects())
         self._pump()
+
+    @precondition(lambda self: not self.closed)
+    @rule(data=st.data())
+    def send_function_result(self, data: st.DataObject) -> None:
+        """The application sends a function call's result (rule 12); now and then one for a
+        call the gate never saw."""
+        open_calls = sorted(c for c in self.calls if c not in self.results)
+        stray = f"call_stray{next(self.stray_calls)}"
+        self._function_result(data.draw(st.sampled_from([*open_calls, stray]), label="call"))
+        self._collect(self._effects())
+        self._pump()
+
+    def _function_result(self, call_id: str) -> None:
+        turn = self.calls.get(call_id)
+        recorder = Recorder()
+        request = self.gate.function_result(call_id, {}, now=self.now, owner=lambda r: recorder)
+        self.results.add(call_id)
+        if id(request) in self.recorders:
+            # One follow-up per turn: a later result joins the turn's, still held.
+            assert turn is not None, (call_id, request)
+            assert self.follow_up_turn.get(request.event_id) == turn, (call_id, request)
+            assert request.event_id not in self.released, (call_id, request)
+        else:
+            assert request.state is TicketState.QUEUED
+            self.requests.append(request)
+            self.recorders[id(request)] = recorder
+            self.by_event_id[request.event_id] = request
+            if turn is None:  # a call never seen: a follow-up of its own, queued at once
+                self._queued(request)
+            else:
+                self.follow_up_turn[request.event_id] = turn
+        self._check_turns()
 
     def _release(self, request: Request) -> None:
         before = request.state
@@ -726,6 +824,8 @@ class GateMachine(RuleBasedStateMachine):
         self.superseded |= self.created_delivered | self.conflict_named
         self.unnamed_certain = self.blind_seen = False
         self.cancel_sent_at.clear()  # the gate forgot them, and what it sent
+        self.lost |= set(self.calls.values())  # the turns' responses ended with it
+        self._check_turns()
         self.server.new_connection()
         # The gate forgot what awaited answers on the old connection; so does the model.
         for event_id in self.app_events:
@@ -764,6 +864,12 @@ class GateMachine(RuleBasedStateMachine):
     def server_delta(self, data: st.DataObject) -> None:
         response = data.draw(st.sampled_from(sorted(self.server.active.values(), key=str)))
         self.server.delta(response)
+
+    @precondition(lambda self: not self.closed and self.server.active)
+    @rule(data=st.data())
+    def server_function_call(self, data: st.DataObject) -> None:
+        response = data.draw(st.sampled_from(sorted(self.server.active.values(), key=str)))
+        self.server.call(response)
 
     @precondition(lambda self: not self.closed)
     @rule(created_is=st.sampled_from(["shown"] * 4 + ["withheld", "late"]))
@@ -916,6 +1022,28 @@ class GateMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ liveness
 
+    def _give_every_result(self) -> None:
+        for call_id in sorted(c for c in self.calls if c not in self.results):
+            self._function_result(call_id)
+        self._collect(self._effects())
+
+    def _unknowable_turns(self) -> list[Request]:
+        """Follow-ups whose turn's response the gate never heard of: its created and done both
+        lost (and never named, cancelled or given up): nothing can end that turn, so they wait
+        (a known limit of rule 12: the gate holds no deadline for a response it never saw)."""
+        heard = self.created_delivered | self.done_delivered | self.conflict_named | self.lost
+        return [
+            r
+            for r in self.requests
+            if r.state is TicketState.QUEUED
+            and r.event_id in self.follow_up_turn
+            and self.follow_up_turn[r.event_id] not in heard
+        ]
+
+    def _undrained(self) -> list[Request]:
+        unknowable = self._unknowable_turns()
+        return [r for r in self.requests if not r.state.terminal and r not in unknowable]
+
     def teardown(self) -> None:
         """7: once the server answers everything, the queue drains within a bounded time."""
         if not hasattr(self, "gate"):
@@ -927,11 +1055,13 @@ class GateMachine(RuleBasedStateMachine):
         server = self.server
         for event_id in sorted(self.held):
             self._release(self.by_event_id[event_id])
+        self._give_every_result()
         self._pump()
         bound = 3 * len(self.requests) + 2 * len(server.inbox) + 10
         statuses = itertools.cycle(["completed", "incomplete", "completed", "failed"])
         for _ in range(bound):
-            if all(r.state.terminal for r in self.requests) and self.gate.slot_holder is None:
+            self._give_every_result()  # calls delivered since
+            if not self._undrained() and self.gate.slot_holder is None:
                 break
             # Bounded: a gate that retries at once after each conflict would loop forever here.
             for _ in range(20):
@@ -949,10 +1079,10 @@ class GateMachine(RuleBasedStateMachine):
                 self.now += PAST_ALL_DEADLINES
                 self._pump()
             self._check_all()
-        pending = [r for r in self.requests if not r.state.terminal]
+        pending = self._undrained()
         assert not pending, f"not drained after {bound} rounds: {pending}"
         assert self.gate.slot_holder is None
-        assert self.gate.statistics().queue_depth == 0
+        assert self.gate.statistics().queue_depth == len(self._unknowable_turns())
         # Rule 6: every target of an interrupt ends: its done, or forced after cancel_grace.
         for _ in range(3):
             while server.inbox:
