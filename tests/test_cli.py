@@ -84,7 +84,8 @@ def test_demo_serializes_colliding_requests_and_explains(
     assert "most in-band responses active at once 1" in out
     summary = re.search(r"requests (\d+), completed (\d+)", out)
     assert summary is not None
-    assert summary.group(1) == summary.group(2) == "5"
+    # Seven requests; the spoken reply the user talked over ends cancelled.
+    assert (summary.group(1), summary.group(2)) == ("7", "6")
     assert "server-started responses 2" in out
     assert "answer from 2 tool results (one response)" in out
     # The timeline names the voice-activity responses and when each ended.
@@ -159,6 +160,20 @@ def test_demo_call_prints_only_its_story(
 def test_demo_call_is_the_fake_servers(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--call", "--url", "ws://127.0.0.1:1/v1/realtime"]) == 2
     assert "demo --call plays a call on the embedded fake server" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dialect", [[], ["--beta"]])
+def test_demo_shows_a_barge_in(dialect: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--fake", *dialect]) == 0
+    out = capsys.readouterr().out
+    heard = re.search(r"user +starts speaking after (\d+) ms of #6 were played", out)
+    assert heard is not None
+    cut = re.search(r"interrupt +cancelled (resp_\w+); item \w+ truncated at (\d+) ms", out)
+    assert cut is not None
+    assert cut.group(2) == heard.group(1)
+    assert re.search(r"^ +\d+\.\d ms  cancelled #6 spoken reply", out, re.M)
+    assert re.search(r"^  7 next reply, right after +0 +[\d.]+ +1  completed", out, re.M)
+    assert "#7 went out at once and was accepted on try 1." in " ".join(out.split())
 
 
 def test_demo_beta_dialect(capsys: pytest.CaptureFixture[str]) -> None:

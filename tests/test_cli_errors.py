@@ -203,7 +203,7 @@ def test_the_demo_gives_each_event_one_time(capsys: pytest.CaptureFixture[str]) 
         number: when
         for when, number in re.findall(r"^ *([\d.]+) ms  queued +#(\d+) ", timeline, re.M)
     }
-    assert len(queued) == 5
+    assert len(queued) == 7
     notes = " ".join(out.split("Why this order:", 1)[1].split())
     cited = re.findall(r"#(\d+) at ([\d.]+) ms", notes)
     cited += [
@@ -228,7 +228,7 @@ def test_verbose_numbers_requests_as_the_table_does(capsys: pytest.CaptureFixtur
     table = dict(
         re.findall(r"^ +(\d+) .{46} +(\d+) ", captured.out.split("\n  # request", 1)[1], re.M)
     )
-    assert len(table) == 5
+    assert len(table) == 7
     logged = dict(re.findall(r"<Request #(\d+) \w+ priority=(\d+)", captured.err))
     assert logged
     for number, priority in logged.items():

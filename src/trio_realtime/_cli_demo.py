@@ -2,8 +2,10 @@
 
 A tool call and its two results, two scripted assistant messages, an interruption with a
 higher priority and (against the fake server) two responses that voice activity detection
-starts by itself all ask for the one response slot at once. The timeline shows each server
-event as it arrives, the table each request's wait, and the closing notes explain the order.
+starts by itself all ask for the one response slot at once; then the user talks over a spoken
+reply, and ``interrupt()`` cancels it, cuts it where the user stopped hearing it and lets the
+next reply go out first time. The timeline shows each server event as it arrives, the table
+each request's wait, and the closing notes explain the order.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Literal, TextIO
 import attrs
 import trio
 
+from ._audio_out import Interruption
 from ._cli_common import EXIT_FAILED, Target
 from ._errors import RealtimeError
 from ._session import RealtimeSession, open_session
@@ -108,6 +111,8 @@ class _Demo:
     def __init__(self, session: RealtimeSession, out: TextIO) -> None:
         self.session = session
         self.out = out
+        #: What the barge-in's interrupt() did.
+        self.interruption: Interruption | None = None
         self.rows: list[_Row] = []
         self.by_response: dict[str, _Row] = {}
         self.server: dict[str, _ServerResponse] = {}
@@ -372,6 +377,21 @@ class _Demo:
                 f"served, in the order they were queued ({detail})"
                 + ("." if fifo else "; a request turned away by the server kept its place.")
             )
+        cut = self.interruption
+        if cut is not None and len(self.rows) >= 2:
+            spoken, following = self.rows[-2], self.rows[-1]
+            where = (
+                f"truncated its audio item at {cut.truncated[2]} ms, so the model remembers "
+                "only what the user heard"
+                if cut.truncated is not None
+                else "had nothing to truncate"
+            )
+            notes.append(
+                f"The user talked over #{spoken.number}: session.interrupt() cancelled it by id, "
+                f"{where}, dropped the audio still arriving for it, and returned once it had "
+                f"ended. #{following.number} went out at once and was accepted on try "
+                f"{following.ticket.timings.attempts}."
+            )
         return notes
 
 
@@ -430,12 +450,57 @@ async def _play(demo: _Demo, *, fake_server: Any = None) -> None:
         nursery.start_soon(demo.finish, interruption)
 
 
+#: How much of the spoken reply the user hears before talking over it.
+_HEARD_MS = 600
+_LONG_REPLY = (
+    "Your order A-17 left our warehouse this morning. It travels with the evening van and "
+    "should reach you tomorrow between nine and noon; the driver will call ahead."
+)
+
+
+async def _barge_in(demo: _Demo, *, beta: bool) -> None:
+    """The user talks over the assistant: interrupt() cancels the reply, cuts it where the
+    user stopped hearing it, and the next reply goes out at once."""
+    session = demo.session
+    demo.out.write("\nThe user talks over a spoken reply:\n")
+    speak = {"modalities": ["audio", "text"]} if beta else {"output_modalities": ["audio"]}
+    async with session.output_audio() as audio:
+        row = demo.submit("spoken reply", session.request_response({**_say(_LONG_REPLY), **speak}))
+        played = 0  # what a player would have played: the audio as it arrives
+        async for chunk in audio:
+            played += chunk.duration_ms
+            if played >= _HEARD_MS:
+                break
+    demo.log("user", f"starts speaking after {played} ms of #{row.number} were played")
+    asked = trio.current_time()
+    cut = await session.interrupt(played_ms=played)
+    took = (trio.current_time() - asked) * 1000
+    truncated = (
+        f"item {cut.truncated[0]} truncated at {cut.truncated[2]} ms"
+        if cut.truncated is not None
+        else "nothing truncated"
+    )
+    demo.log(
+        "interrupt",
+        f"cancelled {', '.join(cut.cancelled) or 'nothing'}; {truncated}; "
+        f"{len(cut.deleted)} unheard item(s) deleted; returned after {took:.1f} ms",
+    )
+    await demo.finish(row)
+    demo.interruption = cut
+    following = demo.submit("next reply, right after", await session.say("Sorry, go ahead."))
+    await demo.finish(following)
+
+
 async def _run(session: RealtimeSession, out: TextIO, fake_server: Any = None) -> int:
     out.write(_wrap(_INTRO.format(vad=_VAD if fake_server is not None else ""), bullet="") + "\n")
     async with session.subscribe() as events, trio.open_nursery() as nursery:
         demo = _Demo(session, out)
         nursery.start_soon(demo.watch, events)
         await _play(demo, fake_server=fake_server)
+        if fake_server is not None:  # the reply streams at ten times real time
+            fake_server.behavior.audio_pace = 10.0
+            fake_server.behavior.audio_chunk_ms = 40
+        await _barge_in(demo, beta=session.server_session.get("type") != "realtime")
         nursery.cancel_scope.cancel()
     return demo.report(fake_server.statistics() if fake_server is not None else None)
 
