@@ -3,14 +3,16 @@ audio at a multiple of real time (PROTOCOL §11). Every test runs over each tran
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
 import pytest
 import trio
 
-from trio_realtime import Interruption, SessionConfig, TicketState, open_session
-from trio_realtime.testing import Behavior, FakeConnection, open_fake_server
+from trio_realtime import Interruption, RealtimeSession, SessionConfig, TicketState, open_session
+from trio_realtime.testing import Behavior, FakeConnection, FakeRealtimeServer, open_fake_server
 
 pytestmark = pytest.mark.usefixtures("transport")
 
@@ -19,6 +21,15 @@ LONG = "Say exactly: " + "la " * 100
 SPEAK = {"output_modalities": ["audio"], "instructions": LONG}
 #: 20 ms audio chunks at ten times real time: a reply streams over about 300 ms.
 PACED = Behavior(audio_pace=10.0, audio_chunk_ms=20)
+
+
+@asynccontextmanager
+async def paced(
+    behavior: Behavior,
+) -> AsyncIterator[tuple[FakeRealtimeServer, RealtimeSession, FakeConnection]]:
+    """A fake server streaming audio as ``behavior`` says, a session on it, its connection."""
+    async with open_fake_server(behavior=behavior) as server, open_session(server.url) as session:
+        yield server, session, await server.wait_connection()
 
 
 def _errors(conn: FakeConnection) -> list[str]:
@@ -93,11 +104,7 @@ async def test_interrupt_cancels_truncates_where_heard_and_the_next_reply_goes_f
 
 async def test_a_position_past_what_arrived_is_clamped_and_accepted() -> None:
     with trio.fail_after(20):
-        async with (
-            open_fake_server(behavior=PACED) as server,
-            open_session(server.url) as session,
-        ):
-            conn = await server.wait_connection()
+        async with paced(PACED) as (_server, session, conn):
             async with session.output_audio() as audio:
                 session.request_response(SPEAK)
                 chunks = await _chunks(audio, 3)
@@ -112,11 +119,7 @@ async def test_a_position_past_what_arrived_is_clamped_and_accepted() -> None:
 
 async def test_without_a_position_the_time_since_the_first_audio_is_used() -> None:
     with trio.fail_after(20):
-        async with (
-            open_fake_server(behavior=PACED) as server,
-            open_session(server.url) as session,
-        ):
-            conn = await server.wait_connection()
+        async with paced(PACED) as (_server, session, conn):
             async with session.output_audio() as audio:
                 session.request_response(SPEAK)
                 await _chunks(audio, 3)
@@ -129,11 +132,7 @@ async def test_without_a_position_the_time_since_the_first_audio_is_used() -> No
 
 async def test_a_reply_heard_before_any_audio_is_deleted_never_truncated_at_zero() -> None:
     with trio.fail_after(20):
-        async with (
-            open_fake_server(behavior=PACED) as server,
-            open_session(server.url) as session,
-        ):
-            conn = await server.wait_connection()
+        async with paced(PACED) as (_server, session, conn):
             async with session.output_audio() as audio:
                 ticket = session.request_response(SPEAK)
                 chunks = await _chunks(audio, 2)
@@ -150,11 +149,7 @@ async def test_a_reply_heard_before_any_audio_is_deleted_never_truncated_at_zero
 async def test_later_audio_items_nobody_heard_are_deleted() -> None:
     behavior = Behavior(audio_pace=10.0, audio_chunk_ms=20, audio_items=3)
     with trio.fail_after(20):
-        async with (
-            open_fake_server(behavior=behavior) as server,
-            open_session(server.url) as session,
-        ):
-            conn = await server.wait_connection()
+        async with paced(behavior) as (_server, session, conn):
             async with session.output_audio() as audio:
                 ticket = session.request_response(SPEAK)
                 first = await _chunks(audio, 1)
@@ -172,11 +167,7 @@ async def test_later_audio_items_nobody_heard_are_deleted() -> None:
 
 async def test_every_audible_response_is_cancelled_by_id_out_of_band_too() -> None:
     with trio.fail_after(20):
-        async with (
-            open_fake_server(behavior=PACED) as server,
-            open_session(server.url) as session,
-        ):
-            conn = await server.wait_connection()
+        async with paced(PACED) as (server, session, conn):
             async with session.output_audio() as audio:
                 in_band = session.request_response(SPEAK)
                 side = session.request_response({**SPEAK, "conversation": "none"})
@@ -196,11 +187,7 @@ async def test_every_audible_response_is_cancelled_by_id_out_of_band_too() -> No
 
 async def test_a_server_started_response_is_cancelled_by_id() -> None:
     with trio.fail_after(20):
-        async with (
-            open_fake_server(behavior=PACED) as server,
-            open_session(server.url) as session,
-        ):
-            conn = await server.wait_connection()
+        async with paced(PACED) as (_server, session, conn):
             await session.update_session({"type": "realtime", "output_modalities": ["audio"]})
             async with session.output_audio() as audio:
                 rid = await conn.start_response()
@@ -217,11 +204,7 @@ async def test_a_server_started_response_is_cancelled_by_id() -> None:
 async def test_a_request_in_flight_is_cancelled_once_created() -> None:
     behavior = Behavior(audio_pace=10.0, audio_chunk_ms=20, created_delay=0.05)
     with trio.fail_after(20):
-        async with (
-            open_fake_server(behavior=behavior) as server,
-            open_session(server.url) as session,
-        ):
-            conn = await server.wait_connection()
+        async with paced(behavior) as (_server, session, conn):
             ticket = session.request_response(SPEAK)
             await conn.wait_for_client_event("response.create")
             result = await session.interrupt()
@@ -234,11 +217,7 @@ async def test_a_request_in_flight_is_cancelled_once_created() -> None:
 async def test_voice_activity_that_already_cancelled_still_truncates_once() -> None:
     behavior = Behavior(audio_pace=10.0, audio_chunk_ms=20)
     with trio.fail_after(20):
-        async with (
-            open_fake_server(behavior=behavior) as server,
-            open_session(server.url) as session,
-        ):
-            conn = await server.wait_connection()
+        async with paced(behavior) as (_server, session, conn):
             async with session.output_audio() as audio:
                 ticket = session.request_response(SPEAK)
                 chunks = await _chunks(audio, 3)
