@@ -126,6 +126,11 @@ class Connection:
         self.replayed_items = 0
 
     @property
+    def writable(self) -> bool:
+        """Whether the writer may write now (a connection is open)."""
+        return self.state in _WRITABLE
+
+    @property
     def opened(self) -> int:
         """Connections opened: the first (a session exists only once it opened), then each
         new one after a loss or for a rollover."""

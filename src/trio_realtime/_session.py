@@ -33,6 +33,7 @@ task of its own. Nothing outlives the ``async with`` block.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import enum
 import logging
@@ -197,7 +198,38 @@ class RealtimeSession:
         if not isinstance(event_id, str):
             self._client_ids += 1
             event_id = event["event_id"] = f"evt_trc_{self._client_ids}"
-        text = dump_event(event)
+        await self._hand_to_writer(dump_event(event), event)
+        self._gate.client_event_sent(event, now=trio.current_time())
+        return event_id
+
+    async def send_audio(self, audio: bytes | bytearray | memoryview) -> None:
+        """Append input audio (``input_audio_buffer.append``), in the session's input format
+        (PCM16 24 kHz mono unless configured otherwise).
+
+        The audio is base64-encoded straight into the frame, with no JSON encoding of the
+        payload; more than one event may carry (15 MiB of base64) goes out as several appends,
+        in order. In order with every other send, and waiting like :meth:`send` while
+        ``send_buffer`` events wait for the writer. Cancelling is safe: an append not yet
+        handed to the writer is not sent (the earlier parts of a long one are). Raises
+        ``TypeError`` for anything but bytes, and ``SessionClosed`` / ``ConnectionLost`` once
+        the session has ended.
+        """
+        if not isinstance(audio, bytes | bytearray | memoryview):
+            raise TypeError(f"audio must be bytes, not {type(audio).__name__}")
+        self._check_open()
+        data = memoryview(audio).cast("B")
+        if not data:
+            await trio.lowlevel.checkpoint()
+            return
+        for start in range(0, len(data), _APPEND_BYTES):
+            self._client_ids += 1
+            event_id = f"evt_trc_{self._client_ids}"
+            b64 = binascii.b2a_base64(data[start : start + _APPEND_BYTES], newline=False)
+            text = f'{{"type":"{_APPEND}","event_id":"{event_id}","audio":"{b64.decode()}"}}'
+            await self._hand_to_writer(text, {"type": _APPEND, "event_id": event_id})
+
+    async def _hand_to_writer(self, text: str, event: Event) -> None:
+        """An application's event, in order with every other send (a send credit held)."""
         await self._send_credits.acquire()
         try:
             self._outbox_send.send_nowait((text, event))
@@ -205,8 +237,6 @@ class RealtimeSession:
             self._send_credits.release()
             self._check_open()
             raise SessionClosed("session is closing") from None
-        self._gate.client_event_sent(event, now=trio.current_time())
-        return event_id
 
     async def cancel_response(self) -> None:
         """Interrupt whatever holds the slot (the active in-band response, whoever started
@@ -593,7 +623,10 @@ class RealtimeSession:
             ended.set()
         self._awaiting.end(error)
         self._audio.finish(lost)
-        self._conn.end()  # a writer waiting for a new connection gives up
+        if not (isinstance(error, SessionClosed) and self._conn.writable):
+            # A writer waiting for a new connection gives up. (Leaving the block, an open
+            # connection stays writable until the writer has flushed what send() accepted.)
+            self._conn.end()
         self._all_ended.set()
 
     # ------------------------------------------------------------------ tasks
@@ -667,6 +700,7 @@ class RealtimeSession:
                         trio.move_on_after(self.config.close_timeout),
                     ):
                         await self._writer_done.wait()
+                    self._conn.end()
                     # The reader stops reading (or opening a new connection) and closes the
                     # connection gracefully, before the tasks are cancelled.
                     self._conn.stop()
@@ -976,6 +1010,10 @@ _Outgoing = tuple[str | _Mark, Event | None]
 
 #: Closes after which a new connection may heal the session: going away (also the session
 #: cap, after ``session_expired``), abnormal, server error, restart, try again later.
+_APPEND = "input_audio_buffer.append"
+#: Most audio one append carries: its base64 within the API's 15 MiB an event.
+_APPEND_BYTES = 15 * 1024 * 1024 // 4 * 3
+
 _SESSION_UPDATED = frozenset({"session.updated"})
 _TRUNCATED = frozenset({"conversation.item.truncated"})
 _DELETED = frozenset({"conversation.item.deleted"})
