@@ -64,6 +64,7 @@ from ._errors import (
     fresh,
 )
 from ._events import (
+    ANSWERS,
     FATAL_ERRORS,
     Acknowledgement,
     MalformedFrame,
@@ -335,7 +336,8 @@ class RealtimeSession:
             cut = Truncation()
             if self._audio.playing:
                 clear = {"type": "output_audio_buffer.clear"}
-                cleared = await self._send_awaited(clear, _CLEARED, None)
+                # (playback that ended meanwhile answers ``stopped`` instead)
+                cleared = await self._send_awaited(clear, also="output_audio_buffer.stopped")
         else:
             _, cut = self._audio.ledger.plan(played_ms, now=now)
         if cut.truncate is not None:
@@ -347,16 +349,12 @@ class RealtimeSession:
                         "item_id": item_id,
                         "content_index": content_index,
                         "audio_end_ms": end,
-                    },
-                    _TRUNCATED,
-                    item_id,
+                    }
                 )
             )
         for item_id in cut.delete:
             answers.append(
-                await self._send_awaited(
-                    {"type": "conversation.item.delete", "item_id": item_id}, _DELETED, item_id
-                )
+                await self._send_awaited({"type": "conversation.item.delete", "item_id": item_id})
             )
         try:
             for target in targets:
@@ -380,10 +378,11 @@ class RealtimeSession:
             errors=errors,
         )
 
-    async def _send_awaited(
-        self, event: Mapping[str, Any], answers: frozenset[str], item_id: str | None
-    ) -> Awaited:
-        awaited = self._awaiting.expect(answers, item_id)
+    async def _send_awaited(self, event: Mapping[str, Any], *, also: str | None = None) -> Awaited:
+        """Send an application's event whose answer someone waits for: the acknowledgements
+        :data:`ANSWERS` names for its type (naming its ``item_id``, if it has one), ``also``."""
+        answers = frozenset(ANSWERS[event["type"]]) | ({also} if also is not None else set())
+        awaited = self._awaiting.expect(answers, event.get("item_id"))
         try:
             awaited.event_id = await self.send(event)
         except BaseException:
@@ -471,9 +470,8 @@ class RealtimeSession:
         if not isinstance(session, Mapping):
             raise TypeError(f"session must be a mapping, not {type(session).__name__}")
         session = to_wire(session, "session")
-        update = self._awaiting.expect(_SESSION_UPDATED)
+        update = await self._send_awaited({"type": "session.update", "session": session})
         try:
-            update.event_id = await self.send({"type": "session.update", "session": session})
             await update.answered.wait()
         finally:
             self._awaiting.forget(update)
@@ -1014,11 +1012,6 @@ _APPEND = "input_audio_buffer.append"
 #: Most audio one append carries: its base64 within the API's 15 MiB an event.
 _APPEND_BYTES = 15 * 1024 * 1024 // 4 * 3
 
-_SESSION_UPDATED = frozenset({"session.updated"})
-_TRUNCATED = frozenset({"conversation.item.truncated"})
-_DELETED = frozenset({"conversation.item.deleted"})
-#: A clear is answered by ``cleared``; playback that ended meanwhile says ``stopped``.
-_CLEARED = frozenset({"output_audio_buffer.cleared", "output_audio_buffer.stopped"})
 
 _RECOVERABLE_CLOSES = frozenset({1001, 1006, 1011, 1012, 1013})
 #: The service's error codes that say a sideband's call is over (or never was).
