@@ -645,10 +645,11 @@ class RealtimeSession:
         if kind == "session.created":  # (a sideband's, if the service sends one)
             session = event.get("session")
             self.server_session = session if isinstance(session, Mapping) else {}
-        if view is None and kind not in AUDIO_EVENTS:
+        audio = kind in AUDIO_EVENTS
+        if view is None and not audio:
             return
         now = trio.current_time()
-        if kind in AUDIO_EVENTS:
+        if audio:
             self._audio.take(event, now=now)
         if view is None:
             return
